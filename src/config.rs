@@ -1,0 +1,267 @@
+//! The command line: `chat_server [OPTIONS] [PORT]` turned into a [`Config`].
+//!
+//! This module owns every flag, its default and its usage text. Parsing is a pure function
+//! from the argument list to an [`Action`], so it is tested with a table and never exits the
+//! process itself; `main.rs` decides what to print and which exit code to use.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::limits;
+use crate::log::Level;
+
+/// Everything the server needs to know at start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub port: u16,
+    pub bind: IpAddr,
+    pub data_dir: PathBuf,
+    pub kdf_iterations: u32,
+    pub max_clients: usize,
+    /// 0 means no per-address limit.
+    pub max_per_ip: usize,
+    pub sign_in_timeout: Duration,
+    /// Lines per second after the burst; 0 turns rate limiting off.
+    pub rate_per_sec: u32,
+    pub rate_burst: u32,
+    pub sendq_bytes: usize,
+    pub log_level: Level,
+    pub log_messages: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            port: 8081,
+            bind: IpAddr::from([0, 0, 0, 0]),
+            data_dir: PathBuf::from("ptchat-data"),
+            kdf_iterations: limits::DEFAULT_KDF_ITERATIONS,
+            max_clients: limits::DEFAULT_MAX_CLIENTS,
+            max_per_ip: limits::DEFAULT_MAX_PER_IP,
+            sign_in_timeout: limits::DEFAULT_SIGN_IN_TIMEOUT,
+            rate_per_sec: limits::DEFAULT_RATE_PER_SEC,
+            rate_burst: limits::DEFAULT_RATE_BURST,
+            sendq_bytes: limits::DEFAULT_SENDQ_BYTES,
+            log_level: Level::Info,
+            log_messages: false,
+        }
+    }
+}
+
+/// What the command line asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Serve(Config),
+    Help,
+    Version,
+}
+
+/// A command line that makes no sense; `Display` is the one-line reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageError(String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+pub const USAGE: &str = "\
+Usage: chat_server [OPTIONS] [PORT]
+
+A chat server for netcat clients. Connect with: nc HOST PORT
+
+Arguments:
+  PORT                     TCP port to listen on (default 8081; 0 picks a free one)
+
+Options:
+  --bind ADDR              address to listen on (default 0.0.0.0; :: for IPv6)
+  --data-dir DIR           where accounts and stored messages live (default ./ptchat-data)
+  --kdf-iterations N       PBKDF2 iterations for new passwords (default 600000;
+                           lower is insecure, for tests and benchmarks only)
+  --max-clients N          simultaneous connections (default 10000)
+  --max-per-ip N           simultaneous connections per address, 0 = no limit (default 20)
+  --sign-in-timeout SECS   time allowed to sign in (default 60)
+  --rate N                 lines per second per client after the burst, 0 = off (default 5)
+  --burst N                lines a client may send at once (default 20)
+  --sendq BYTES            outbound queue per client; a client that falls this far
+                           behind is disconnected (default 65536)
+  --log-level LEVEL        error, warn, info or debug (default info)
+  --log-messages           also log message text (off by default, for privacy)
+  -h, --help               show this help
+  -V, --version            show the version
+";
+
+/// Parses the arguments after the program name.
+pub fn parse_args<S: AsRef<str>>(args: &[S]) -> Result<Action, UsageError> {
+    let mut config = Config::default();
+    let mut port = None;
+    let mut args = args.iter().map(AsRef::as_ref);
+    while let Some(arg) = args.next() {
+        match arg {
+            "-h" | "--help" => return Ok(Action::Help),
+            "-V" | "--version" => return Ok(Action::Version),
+            "--log-messages" => config.log_messages = true,
+            flag if flag.starts_with("--") => {
+                let (name, inline) = match flag.split_once('=') {
+                    Some((name, value)) => (name, Some(value)),
+                    None => (flag, None),
+                };
+                let value = match inline {
+                    Some(value) => value,
+                    None => args
+                        .next()
+                        .ok_or_else(|| UsageError(format!("{name} needs a value")))?,
+                };
+                apply_flag(&mut config, name, value)?;
+            }
+            short if short.starts_with('-') => {
+                return Err(UsageError(format!("unknown option '{short}'")));
+            }
+            positional if port.is_none() => port = Some(parse_number(positional, "PORT")?),
+            extra => return Err(UsageError(format!("unexpected argument '{extra}'"))),
+        }
+    }
+    if let Some(port) = port {
+        config.port = port;
+    }
+    Ok(Action::Serve(config))
+}
+
+fn apply_flag(config: &mut Config, name: &str, value: &str) -> Result<(), UsageError> {
+    match name {
+        "--bind" => {
+            config.bind = value
+                .parse()
+                .map_err(|_| UsageError(format!("--bind: '{value}' is not an IP address")))?;
+        }
+        "--data-dir" if !value.is_empty() => config.data_dir = PathBuf::from(value),
+        "--kdf-iterations" => {
+            config.kdf_iterations = parse_number(value, name)?;
+            if config.kdf_iterations == 0 {
+                return Err(UsageError("--kdf-iterations must be at least 1".into()));
+            }
+        }
+        "--max-clients" => config.max_clients = parse_number(value, name)?,
+        "--max-per-ip" => config.max_per_ip = parse_number(value, name)?,
+        "--sign-in-timeout" => {
+            let secs: u64 = parse_number(value, name)?;
+            config.sign_in_timeout = Duration::from_secs(secs.max(1));
+        }
+        "--rate" => config.rate_per_sec = parse_number(value, name)?,
+        "--burst" => config.rate_burst = parse_number::<u32>(value, name)?.max(1),
+        "--sendq" => config.sendq_bytes = parse_number::<usize>(value, name)?.max(1024),
+        "--log-level" => {
+            config.log_level = Level::parse(value).ok_or_else(|| {
+                UsageError(format!(
+                    "--log-level: '{value}' is not error, warn, info or debug"
+                ))
+            })?;
+        }
+        _ => return Err(UsageError(format!("unknown option '{name}'"))),
+    }
+    Ok(())
+}
+
+fn parse_number<T: std::str::FromStr>(value: &str, what: &str) -> Result<T, UsageError> {
+    value
+        .parse()
+        .map_err(|_| UsageError(format!("{what}: '{value}' is not a valid number")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(f: impl FnOnce(&mut Config)) -> Result<Action, UsageError> {
+        let mut config = Config::default();
+        f(&mut config);
+        Ok(Action::Serve(config))
+    }
+
+    fn error(message: &str) -> Result<Action, UsageError> {
+        Err(UsageError(message.into()))
+    }
+
+    #[test]
+    fn argument_table() {
+        let rows: Vec<(&[&str], Result<Action, UsageError>)> = vec![
+            (&[], serve(|_| {})),
+            (&["9000"], serve(|c| c.port = 9000)),
+            (&["0"], serve(|c| c.port = 0)),
+            (&["--help"], Ok(Action::Help)),
+            (&["-h"], Ok(Action::Help)),
+            (&["9000", "--version"], Ok(Action::Version)),
+            (
+                &["--bind", "::"],
+                serve(|c| c.bind = "::".parse().expect("ipv6")),
+            ),
+            (
+                &["--bind=127.0.0.1", "5"],
+                serve(|c| {
+                    c.bind = [127, 0, 0, 1].into();
+                    c.port = 5;
+                }),
+            ),
+            (
+                &["--data-dir", "/tmp/x"],
+                serve(|c| c.data_dir = "/tmp/x".into()),
+            ),
+            (
+                &["--kdf-iterations", "10"],
+                serve(|c| c.kdf_iterations = 10),
+            ),
+            (
+                &["--max-per-ip", "0", "--rate", "0"],
+                serve(|c| {
+                    c.max_per_ip = 0;
+                    c.rate_per_sec = 0;
+                }),
+            ),
+            (
+                &["--log-level", "debug", "--log-messages"],
+                serve(|c| {
+                    c.log_level = Level::Debug;
+                    c.log_messages = true;
+                }),
+            ),
+            (
+                &["--sign-in-timeout", "5"],
+                serve(|c| c.sign_in_timeout = Duration::from_secs(5)),
+            ),
+            (&["--sendq", "4096"], serve(|c| c.sendq_bytes = 4096)),
+            (&["70000"], error("PORT: '70000' is not a valid number")),
+            (&["abc"], error("PORT: 'abc' is not a valid number")),
+            (&["1", "2"], error("unexpected argument '2'")),
+            (&["--bind"], error("--bind needs a value")),
+            (
+                &["--bind", "localhost"],
+                error("--bind: 'localhost' is not an IP address"),
+            ),
+            (
+                &["--frobnicate", "1"],
+                error("unknown option '--frobnicate'"),
+            ),
+            (&["-p", "1"], error("unknown option '-p'")),
+            (
+                &["--kdf-iterations", "0"],
+                error("--kdf-iterations must be at least 1"),
+            ),
+            (
+                &["--rate", "-1"],
+                error("--rate: '-1' is not a valid number"),
+            ),
+            (
+                &["--log-level", "loud"],
+                error("--log-level: 'loud' is not error, warn, info or debug"),
+            ),
+        ];
+        for (args, expected) in rows {
+            assert_eq!(parse_args(args), expected, "args {args:?}");
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! Every limit of the server in one place, each with its unit and its reason.
+//!
+//! This module owns numbers only. Anything an operator may change is the *default* of a
+//! command-line flag (see `config.rs`); the rest are fixed by the protocol. docs/PROTOCOL.md
+//! and docs/SECURITY.md repeat these values: change them together.
+
+use std::time::Duration;
+
+/// Longest line a client may send, in bytes, without its `\n` (or `\r\n`). A longer line is
+/// refused whole, and the reader never buffers more than this, so a line that never ends
+/// costs at most this much memory.
+pub const MAX_LINE_BYTES: usize = 1024;
+
+/// Longest user name, in characters (names are ASCII, so also bytes).
+pub const MAX_NAME_LEN: usize = 24;
+
+/// Longest password, in bytes. Long enough for any passphrase; short enough that hashing
+/// cost does not depend on what an attacker sends.
+pub const MAX_PASSWORD_BYTES: usize = 256;
+
+/// Wrong passwords allowed on one connection before it is closed.
+pub const MAX_PASSWORD_TRIES: u32 = 3;
+
+/// Default outbound queue (SendQ) per client, in bytes. A client that stops reading is
+/// disconnected when this much is waiting for it. ngircd uses 32 KiB, IRC daemons ~100 KB.
+pub const DEFAULT_SENDQ_BYTES: usize = 64 * 1024;
+
+/// How long a reply the user asked for (`~:lu:`, stored messages) may wait for room in that
+/// user's own queue before the user is treated as stalled.
+pub const ASKED_REPLY_WAIT: Duration = Duration::from_secs(10);
+
+/// How long one socket write may block before the peer is declared dead. Without it a
+/// half-open connection could pin its writer thread forever.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Default time a connection gets to sign in before it is closed.
+pub const DEFAULT_SIGN_IN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Default maximum number of simultaneous connections (signed in or not).
+pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
+
+/// Default maximum simultaneous connections from one IP address.
+pub const DEFAULT_MAX_PER_IP: usize = 20;
+
+/// Default message-rate bucket: this many lines at once...
+pub const DEFAULT_RATE_BURST: u32 = 20;
+
+/// ...then this many lines per second. 0 turns rate limiting off.
+pub const DEFAULT_RATE_PER_SEC: u32 = 5;
+
+/// Lines dropped for flooding, in a row without a pause, before the client is disconnected.
+pub const MAX_FLOOD_STRIKES: u32 = 50;
+
+/// Messages kept for one offline user. When full, the sender is told; nothing is dropped.
+pub const MAILBOX_CAP: usize = 100;
+
+/// Stack size of each per-client thread, in bytes. Every client costs two threads (reader and
+/// writer); with 10,000 clients that is 20,000 stacks. The default 2 MiB stack would reserve
+/// 40 GiB of address space; the code on these threads is shallow (no recursion, buffers on
+/// the heap), and only touched pages become resident, so 64 KiB is ample.
+pub const CLIENT_THREAD_STACK: usize = 64 * 1024;
+
+/// Pause after `accept` fails for lack of resources (file descriptors, memory), so an
+/// exhausted server sheds load instead of spinning at 100% CPU.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// First delay after a failed password, doubled per further failure, up to the cap.
+pub const LOGIN_DELAY_BASE: Duration = Duration::from_millis(250);
+
+/// Longest delay imposed before a password attempt.
+pub const LOGIN_DELAY_CAP: Duration = Duration::from_secs(8);
+
+/// How long failures are remembered per account and per address.
+pub const LOGIN_FAILURE_MEMORY: Duration = Duration::from_secs(15 * 60);
+
+/// Default PBKDF2-HMAC-SHA256 iterations; see docs/SECURITY.md for why this number.
+pub const DEFAULT_KDF_ITERATIONS: u32 = 600_000;
+
+/// Interval of the periodic stats line in the log.
+pub const STATS_INTERVAL: Duration = Duration::from_secs(60);

@@ -1,0 +1,207 @@
+//! Splitting a byte stream into lines with a hard memory budget.
+//!
+//! This module owns framing: where one client line ends and the next begins (`\n`, with an
+//! optional `\r` before it), and what happens to a line that is too long. It must not
+//! interpret lines (that is `protocol.rs`) or know which transport the bytes come from, so a
+//! TCP socket, a test's byte slice or a future WebSocket all read the same way.
+//!
+//! The budget is the point: a client that sends a megabyte without a newline costs this
+//! reader at most [`MAX_LINE_BYTES`] plus one read buffer, never more.
+
+use std::io::{self, ErrorKind, Read};
+use std::time::Instant;
+
+use crate::limits::MAX_LINE_BYTES;
+use crate::protocol::clean_line;
+
+/// Size of one `read` call. Small, because an idle client keeps this buffer for life.
+const READ_CHUNK: usize = 1024;
+
+/// One unit of client input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Line {
+    /// A complete line, line ending removed, made safe by [`clean_line`].
+    Text(String),
+    /// A line longer than [`MAX_LINE_BYTES`]. Reported as soon as the limit is passed; the
+    /// rest of that line, up to its `\n`, is read and thrown away.
+    TooLong,
+}
+
+/// Where a session gets its lines from. A transport implements this; the session knows
+/// nothing else about it.
+pub trait LineSource {
+    /// The next line, or `None` when the peer has finished sending.
+    fn next_line(&mut self) -> io::Result<Option<Line>>;
+    /// After `deadline` reads fail with `TimedOut`; `None` lifts the deadline.
+    fn set_deadline(&mut self, deadline: Option<Instant>);
+}
+
+/// Reads lines from any [`Read`] within the memory budget.
+pub struct LineReader<R> {
+    source: R,
+    chunk: Box<[u8]>,
+    /// Unconsumed bytes are `chunk[start..end]`.
+    start: usize,
+    end: usize,
+    /// The line gathered so far (never longer than the limit plus a `\r`).
+    partial: Vec<u8>,
+    /// True while throwing away the rest of an over-long line.
+    skipping: bool,
+    finished: bool,
+}
+
+impl<R: Read> LineReader<R> {
+    pub fn new(source: R) -> Self {
+        LineReader {
+            source,
+            chunk: vec![0; READ_CHUNK].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            partial: Vec::new(),
+            skipping: false,
+            finished: false,
+        }
+    }
+
+    /// The transport underneath, e.g. to change its deadline.
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.source
+    }
+
+    /// The next line; `Ok(None)` at end of stream. A last line without `\n` still counts.
+    pub fn read_line(&mut self) -> io::Result<Option<Line>> {
+        loop {
+            if self.start < self.end {
+                if let Some(line) = self.take_buffered() {
+                    return Ok(Some(line));
+                }
+                continue;
+            }
+            if self.finished {
+                return Ok(None);
+            }
+            match self.source.read(&mut self.chunk) {
+                Ok(0) => return Ok(self.finish()),
+                Ok(n) => (self.start, self.end) = (0, n),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Consumes buffered bytes up to the next `\n` (or all of them) and returns a line if one
+    /// is complete or has just become too long.
+    fn take_buffered(&mut self) -> Option<Line> {
+        let pending = &self.chunk[self.start..self.end];
+        let newline = pending.iter().position(|&b| b == b'\n');
+        let piece_len = newline.unwrap_or(pending.len());
+        let piece = &pending[..piece_len];
+        self.start += newline.map_or(piece_len, |i| i + 1);
+
+        if self.skipping {
+            self.skipping = newline.is_none();
+            return None;
+        }
+        // One byte of slack for the `\r` of a `\r\n` that may still follow.
+        if self.partial.len() + piece.len() > MAX_LINE_BYTES + 1 {
+            self.partial = Vec::new();
+            self.skipping = newline.is_none();
+            return Some(Line::TooLong);
+        }
+        self.partial.extend_from_slice(piece);
+        newline.is_some().then(|| self.complete_line())
+    }
+
+    fn complete_line(&mut self) -> Line {
+        let mut bytes = std::mem::take(&mut self.partial);
+        if bytes.last() == Some(&b'\r') {
+            bytes.pop();
+        }
+        if bytes.len() > MAX_LINE_BYTES {
+            return Line::TooLong;
+        }
+        Line::Text(clean_line(&bytes))
+    }
+
+    /// End of stream: a final unterminated line is delivered rather than lost.
+    fn finish(&mut self) -> Option<Line> {
+        self.finished = true;
+        if self.skipping || self.partial.is_empty() {
+            return None;
+        }
+        Some(self.complete_line())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `input` through a reader that returns at most `step` bytes per read, so every
+    /// split point of the framing logic is exercised.
+    fn lines(input: &[u8], step: usize) -> Vec<Line> {
+        struct Trickle<'a>(&'a [u8], usize);
+        impl Read for Trickle<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                let n = self.1.min(buf.len()).min(self.0.len());
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let mut reader = LineReader::new(Trickle(input, step));
+        let mut out = Vec::new();
+        while let Some(line) = reader.read_line().expect("in-memory read") {
+            out.push(line);
+        }
+        out
+    }
+
+    fn text(s: &str) -> Line {
+        Line::Text(s.to_string())
+    }
+
+    #[test]
+    fn framing_table() {
+        let exact = "x".repeat(MAX_LINE_BYTES);
+        let over = "x".repeat(MAX_LINE_BYTES + 1);
+        let rows: Vec<(Vec<u8>, Vec<Line>)> = vec![
+            (b"".to_vec(), vec![]),
+            (b"a\n".to_vec(), vec![text("a")]),
+            (b"a\r\nb\n".to_vec(), vec![text("a"), text("b")]),
+            (b"\n\n".to_vec(), vec![text(""), text("")]),
+            (b"no newline".to_vec(), vec![text("no newline")]),
+            (b"lone\rcr\n".to_vec(), vec![text("lone\u{FFFD}cr")]),
+            (b"cr at end\r".to_vec(), vec![text("cr at end")]),
+            (b"nul\0\n".to_vec(), vec![text("nul\u{FFFD}")]),
+            (b"\xff\xfe\n".to_vec(), vec![text("\u{FFFD}\u{FFFD}")]),
+            (format!("{exact}\n").into_bytes(), vec![text(&exact)]),
+            (format!("{exact}\r\n").into_bytes(), vec![text(&exact)]),
+            (
+                format!("{over}\nok\n").into_bytes(),
+                vec![Line::TooLong, text("ok")],
+            ),
+            (
+                format!("{over}\r\nok\n").into_bytes(),
+                vec![Line::TooLong, text("ok")],
+            ),
+            (over.into_bytes(), vec![Line::TooLong]),
+        ];
+        for (input, expected) in rows {
+            for step in [1, 2, 3, 7, 1000, usize::MAX] {
+                assert_eq!(lines(&input, step), expected, "input {input:?} step {step}");
+            }
+        }
+    }
+
+    #[test]
+    fn endless_line_is_reported_once_and_memory_stays_bounded() {
+        let mut input = vec![b'y'; 1 << 20];
+        input.extend_from_slice(b"\nafter\n");
+        assert_eq!(lines(&input, 4096), vec![Line::TooLong, text("after")]);
+
+        let mut reader = LineReader::new(&input[..]);
+        assert_eq!(reader.read_line().ok().flatten(), Some(Line::TooLong));
+        assert!(reader.partial.capacity() <= MAX_LINE_BYTES + 1 + READ_CHUNK);
+    }
+}

@@ -1,0 +1,286 @@
+//! The outbound queue of one client (an IRC server's "SendQ"), and the writer that drains it.
+//!
+//! This module owns the only path from the server to a client's socket. Anyone may *push* a
+//! line, which never blocks and never touches the socket; only the client's own writer
+//! thread writes. It must not know about users, the registry or the protocol: it moves
+//! `Arc<str>` lines, counted in bytes against a fixed budget.
+//!
+//! Why a queue at all: a broadcast happens under the registry lock, and a socket write can
+//! block for as long as the peer likes. Pushing to a bounded queue is a few nanoseconds, so
+//! the lock is held only for memory work, and one stalled client can never delay the others.
+//! When a queue overflows, its client has stopped reading; it is disconnected, not waited for.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::stats;
+
+/// How the transport cuts a connection (for TCP: `shutdown(Both)`). Calling it wakes the
+/// client's blocked reader and writer, so both threads leave promptly.
+pub type Hangup = Box<dyn Fn() + Send + Sync>;
+
+/// Why a push was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushError {
+    /// The queue is over its byte budget: the client stopped reading. The outbox is now
+    /// aborted; whoever pushed must call [`Outbox::hang_up`] once it holds no lock.
+    Full,
+    /// The connection is closing or closed; the line is dropped.
+    Closed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Lines are accepted and written.
+    Open,
+    /// No more lines; the writer sends what is queued, then hangs up (a polite goodbye).
+    Closing,
+    /// Hang up now; whatever is queued is dropped.
+    Aborted,
+}
+
+struct Queue {
+    lines: VecDeque<Arc<str>>,
+    bytes: usize,
+    state: State,
+}
+
+/// A bounded, byte-counted queue of lines for one client.
+pub struct Outbox {
+    queue: Mutex<Queue>,
+    /// Signalled when lines arrive, room is made, or the state changes.
+    changed: Condvar,
+    limit_bytes: usize,
+    hangup: Hangup,
+}
+
+impl Outbox {
+    /// An open outbox holding at most `limit_bytes` of unwritten lines.
+    pub fn new(limit_bytes: usize, hangup: Hangup) -> Self {
+        Outbox {
+            queue: Mutex::new(Queue {
+                lines: VecDeque::new(),
+                bytes: 0,
+                state: State::Open,
+            }),
+            changed: Condvar::new(),
+            limit_bytes,
+            hangup,
+        }
+    }
+
+    /// Never held across I/O, so a poisoned queue is still consistent: recover it.
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `line` without blocking. On overflow the outbox aborts itself (see
+    /// [`PushError::Full`]); the caller hangs up after releasing its locks.
+    pub fn push(&self, line: Arc<str>) -> Result<(), PushError> {
+        let mut queue = self.lock();
+        if queue.state != State::Open {
+            return Err(PushError::Closed);
+        }
+        if queue.bytes + line.len() > self.limit_bytes {
+            queue.state = State::Aborted;
+            stats::record_queue_drop();
+            self.changed.notify_all();
+            return Err(PushError::Full);
+        }
+        queue.bytes += line.len();
+        queue.lines.push_back(line);
+        self.changed.notify_all();
+        Ok(())
+    }
+
+    /// Queues `line`, waiting up to `patience` for room. For replies this client asked for
+    /// (a long user list, its stored messages): they may wait for the client, since only
+    /// the client itself is delayed. Must not be called while holding the registry lock.
+    pub fn push_wait(&self, line: Arc<str>, patience: Duration) -> Result<(), PushError> {
+        let deadline = Instant::now() + patience;
+        let mut queue = self.lock();
+        loop {
+            if queue.state != State::Open {
+                return Err(PushError::Closed);
+            }
+            // A line bigger than the whole budget is let through alone rather than never.
+            if queue.bytes + line.len() <= self.limit_bytes || queue.lines.is_empty() {
+                queue.bytes += line.len();
+                queue.lines.push_back(line);
+                self.changed.notify_all();
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                queue.state = State::Aborted;
+                stats::record_queue_drop();
+                self.changed.notify_all();
+                return Err(PushError::Full);
+            }
+            queue = self
+                .changed
+                .wait_timeout(queue, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// Stop accepting lines; the writer sends what is queued and then hangs up.
+    pub fn close(&self) {
+        let mut queue = self.lock();
+        if queue.state == State::Open {
+            queue.state = State::Closing;
+        }
+        self.changed.notify_all();
+    }
+
+    /// Drop everything and cut the connection now. Performs a syscall: never call it while
+    /// holding the registry lock.
+    pub fn hang_up(&self) {
+        {
+            let mut queue = self.lock();
+            queue.state = State::Aborted;
+            queue.lines.clear();
+            queue.bytes = 0;
+            self.changed.notify_all();
+        }
+        (self.hangup)();
+    }
+
+    /// True once the outbox was aborted (overflow or hang-up).
+    pub fn is_aborted(&self) -> bool {
+        self.lock().state == State::Aborted
+    }
+
+    /// For the writer: waits for lines, then moves *all* queued lines into `buf`, so one
+    /// `write` sends them together. Returns false when the writer should stop.
+    fn take_batch(&self, buf: &mut Vec<u8>) -> bool {
+        let mut queue = self.lock();
+        loop {
+            match queue.state {
+                State::Aborted => return false,
+                State::Closing if queue.lines.is_empty() => return false,
+                _ if !queue.lines.is_empty() => break,
+                _ => {}
+            }
+            queue = self
+                .changed
+                .wait(queue)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        for line in queue.lines.drain(..) {
+            buf.extend_from_slice(line.as_bytes());
+        }
+        queue.bytes = 0;
+        // Room was made: wake anyone in `push_wait`.
+        self.changed.notify_all();
+        true
+    }
+}
+
+/// Capacity kept in the writer's buffer between batches; a burst may grow it, after which it
+/// shrinks back so an idle client does not keep a large buffer for life.
+const WRITER_BUF_KEEP: usize = 16 * 1024;
+
+/// The body of a client's writer thread: drain `outbox` into `socket` until the outbox is
+/// closed or a write fails, then hang up. Returns the write error, if any, for the log.
+pub fn run_writer<W: Write>(outbox: &Outbox, mut socket: W) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    let mut result = Ok(());
+    while outbox.take_batch(&mut buf) {
+        if let Err(e) = socket.write_all(&buf) {
+            result = Err(e);
+            break;
+        }
+        stats::record_bytes_out(buf.len());
+        buf.clear();
+        if buf.capacity() > WRITER_BUF_KEEP {
+            buf.shrink_to(WRITER_BUF_KEEP);
+        }
+    }
+    outbox.hang_up();
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn counting_outbox(limit: usize) -> (Arc<Outbox>, Arc<AtomicUsize>) {
+        let hangups = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::clone(&hangups);
+        let hangup: Hangup = Box::new(move || {
+            seen.fetch_add(1, Ordering::SeqCst);
+        });
+        (Arc::new(Outbox::new(limit, hangup)), hangups)
+    }
+
+    fn line(s: &str) -> Arc<str> {
+        Arc::from(s)
+    }
+
+    #[test]
+    fn push_until_full_then_refuse() {
+        let (outbox, _) = counting_outbox(10);
+        assert_eq!(outbox.push(line("12345")), Ok(()));
+        assert_eq!(outbox.push(line("12345")), Ok(()));
+        assert_eq!(outbox.push(line("x")), Err(PushError::Full));
+        assert!(outbox.is_aborted());
+        assert_eq!(outbox.push(line("x")), Err(PushError::Closed));
+    }
+
+    #[test]
+    fn writer_sends_queued_lines_in_order_then_hangs_up_on_close() {
+        let (outbox, hangups) = counting_outbox(1000);
+        for s in ["a\n", "b\n", "c\n"] {
+            outbox.push(line(s)).expect("room");
+        }
+        outbox.close();
+        assert_eq!(outbox.push(line("late\n")), Err(PushError::Closed));
+        let mut written = Vec::new();
+        run_writer(&outbox, &mut written).expect("vec write");
+        assert_eq!(written, b"a\nb\nc\n");
+        assert_eq!(hangups.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn push_wait_gets_room_once_the_writer_drains() {
+        let (outbox, _) = counting_outbox(4);
+        outbox.push(line("abc\n")).expect("room");
+        let drainer = {
+            let outbox = Arc::clone(&outbox);
+            std::thread::spawn(move || {
+                let mut sink = Vec::new();
+                run_writer(&outbox, &mut sink).map(|_| sink)
+            })
+        };
+        let waited = outbox.push_wait(line("def\n"), Duration::from_secs(10));
+        assert_eq!(waited, Ok(()));
+        outbox.close();
+        let written = drainer.join().expect("writer thread").expect("vec write");
+        assert_eq!(written, b"abc\ndef\n");
+    }
+
+    #[test]
+    fn push_wait_gives_up_after_its_patience() {
+        let (outbox, _) = counting_outbox(4);
+        outbox.push(line("abc\n")).expect("room");
+        let waited = outbox.push_wait(line("def\n"), Duration::from_millis(20));
+        assert_eq!(waited, Err(PushError::Full));
+        assert!(outbox.is_aborted());
+    }
+
+    #[test]
+    fn hang_up_drops_queue_and_calls_transport() {
+        let (outbox, hangups) = counting_outbox(100);
+        outbox.push(line("never sent\n")).expect("room");
+        outbox.hang_up();
+        let mut written = Vec::new();
+        run_writer(&outbox, &mut written).expect("vec write");
+        assert!(written.is_empty());
+        assert!(hangups.load(Ordering::SeqCst) >= 1);
+    }
+}

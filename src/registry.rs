@@ -1,0 +1,475 @@
+//! The `Registry`: every account, who is online, and where each online user's lines go.
+//!
+//! This module owns every delivery decision: who receives a public, tagged or private
+//! message, who hears that someone joined or left, when a message waits in a mailbox. It
+//! lives behind one `Arc<Mutex<Registry>>`, and because every delivery happens under that
+//! lock, all users see messages in the same order.
+//!
+//! It must not do I/O. Its methods only look up, insert and push into [`Outbox`]es (memory
+//! work); socket writes happen on each client's writer thread, file writes in `store.rs`,
+//! password hashing in `password.rs`, all outside the lock. A client whose outbox overflows
+//! is returned to the caller in [`Overflowed`], to be disconnected once the lock is released.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use crate::limits::MAILBOX_CAP;
+use crate::log;
+use crate::outbox::{Outbox, PushError};
+use crate::password::PasswordHash;
+use crate::protocol::{Reply, name_key};
+use crate::stats;
+
+/// The registry as every client thread holds it.
+pub type SharedRegistry = Arc<Mutex<Registry>>;
+
+/// Locks the registry. A panicking client thread poisons the mutex; the registry's methods
+/// leave it consistent at every `?` and every push, so the data is still good: recover it
+/// rather than let one panic take every other client down with it.
+pub fn lock(registry: &Mutex<Registry>) -> MutexGuard<'_, Registry> {
+    registry.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Identifies one signed-in connection, so a stale connection (after a takeover) cannot sign
+/// out the new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionId(u64);
+
+/// A private message waiting for an offline user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mail {
+    /// Unique and increasing across the server's life; the store uses it to delete the
+    /// message once delivered.
+    pub id: u64,
+    pub from: String,
+    pub to: String,
+    /// Unix seconds when it was sent.
+    pub sent_at: u64,
+    pub text: String,
+}
+
+/// One registered user.
+struct Account {
+    /// The name as first registered (`Alice`); the map key is its lowercase form.
+    name: String,
+    password: PasswordHash,
+    mailbox: VecDeque<Mail>,
+}
+
+/// A copy of one account, as the store writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountCopy {
+    pub name: String,
+    pub password: PasswordHash,
+    pub mailbox: Vec<Mail>,
+}
+
+/// One signed-in connection.
+struct Online {
+    session: SessionId,
+    outbox: Arc<Outbox>,
+}
+
+/// Accounts, online users and their outboxes. See the module documentation.
+#[derive(Default)]
+pub struct Registry {
+    /// Keyed by lowercase name; a `BTreeMap` so `~:lu:` comes out sorted.
+    accounts: BTreeMap<String, Account>,
+    /// Keyed by lowercase name; only signed-in users.
+    online: HashMap<String, Online>,
+    next_session: u64,
+    next_mail_id: u64,
+}
+
+/// Outboxes that overflowed during one operation. Must be disconnected, but only after the
+/// registry lock is released (hanging up is a syscall).
+#[must_use = "overflowed clients must be disconnected after the lock is released"]
+#[derive(Default)]
+pub struct Overflowed(Vec<(String, Arc<Outbox>)>);
+
+impl Overflowed {
+    /// Hangs up every overflowed client and logs why. Call with no lock held.
+    pub fn disconnect(self) {
+        for (name, outbox) in self.0 {
+            log::warn(
+                "sendq_exceeded",
+                &[("user", &name), ("action", &"disconnect")],
+            );
+            outbox.hang_up();
+        }
+    }
+
+    fn note(&mut self, name: &str, outbox: &Arc<Outbox>, pushed: Result<(), PushError>) {
+        if pushed == Err(PushError::Full) {
+            self.0.push((name.to_string(), Arc::clone(outbox)));
+        }
+    }
+}
+
+/// What signing in produced.
+#[must_use]
+pub struct SignedIn {
+    /// The account's name as registered (the user may have typed it in another case).
+    pub name: String,
+    pub session: SessionId,
+    /// True when an older connection of the same account was told and closed.
+    pub took_over: bool,
+    /// Messages that waited in the mailbox, oldest first. The caller delivers them and then
+    /// deletes them from the store.
+    pub mail: Vec<Mail>,
+    pub overflowed: Overflowed,
+}
+
+/// The name is already registered (perhaps in another case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NameTaken;
+
+/// What became of a private message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PrivateOutcome {
+    /// Pushed to the receiver's outbox.
+    Delivered { to: String },
+    /// Kept in the receiver's mailbox; the caller must make it durable before saying so.
+    Stored(Mail),
+}
+
+/// Why a message could not be sent.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SendError {
+    UnknownUser,
+    MailboxFull { to: String },
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Registry::default()
+    }
+
+    /// Number of registered accounts.
+    pub fn account_count(&self) -> usize {
+        self.accounts.len()
+    }
+
+    /// Number of signed-in users.
+    pub fn online_count(&self) -> usize {
+        self.online.len()
+    }
+
+    /// The account's registered name and password hash, if `name` is registered.
+    pub fn find_account(&self, name: &str) -> Option<(String, PasswordHash)> {
+        let account = self.accounts.get(&name_key(name))?;
+        Some((account.name.clone(), account.password.clone()))
+    }
+
+    /// Registers `name`. Fails if the name (in any case) is taken.
+    pub fn create_account(&mut self, name: &str, password: PasswordHash) -> Result<(), NameTaken> {
+        let key = name_key(name);
+        if self.accounts.contains_key(&key) {
+            return Err(NameTaken);
+        }
+        let account = Account {
+            name: name.to_string(),
+            password,
+            mailbox: VecDeque::new(),
+        };
+        self.accounts.insert(key, account);
+        Ok(())
+    }
+
+    /// Undoes [`Registry::create_account`] when the account could not be made durable.
+    pub fn remove_account(&mut self, name: &str) {
+        let key = name_key(name);
+        if !self.online.contains_key(&key) {
+            self.accounts.remove(&key);
+        }
+    }
+
+    /// Puts a loaded message back in its mailbox (used when loading the store).
+    pub fn restore_mail(&mut self, mail: Mail) {
+        self.note_mail_id(mail.id);
+        if let Some(account) = self.accounts.get_mut(&name_key(&mail.to)) {
+            account.mailbox.push_back(mail);
+        }
+    }
+
+    /// Marks `name` online with `outbox`, tells the others, and hands over its mailbox. If
+    /// the account was already online, that older connection is told and closed instead.
+    pub fn sign_in(&mut self, name: &str, outbox: Arc<Outbox>) -> Option<SignedIn> {
+        let key = name_key(name);
+        let account = self.accounts.get_mut(&key)?;
+        let name = account.name.clone();
+        let mail: Vec<Mail> = account.mailbox.drain(..).collect();
+        self.next_session += 1;
+        let session = SessionId(self.next_session);
+        let mut overflowed = Overflowed::default();
+        let previous = self.online.insert(key.clone(), Online { session, outbox });
+        let took_over = previous.is_some();
+        if let Some(old) = previous {
+            // Best effort: a stalled old connection may not take the notice.
+            let _ = old.outbox.push(Reply::TakenOver.to_line());
+            old.outbox.close();
+        } else {
+            let line = Reply::Joined { name: &name }.to_line();
+            overflowed = self.broadcast_line(&key, line);
+        }
+        Some(SignedIn {
+            name,
+            session,
+            took_over,
+            mail,
+            overflowed,
+        })
+    }
+
+    /// Takes `name` offline if `session` is still its connection, and tells the others.
+    pub fn sign_out(&mut self, name: &str, session: SessionId) -> Overflowed {
+        let key = name_key(name);
+        match self.online.get(&key) {
+            Some(online) if online.session == session => {}
+            _ => return Overflowed::default(),
+        }
+        self.online.remove(&key);
+        let line = Reply::Left { name }.to_line();
+        self.broadcast_line(&key, line)
+    }
+
+    /// Sends a plain line from `from` to every other online user.
+    pub fn public(&mut self, from: &str, text: &str) -> Overflowed {
+        let line = Reply::Public { from, text }.to_line();
+        self.broadcast_line(&name_key(from), line)
+    }
+
+    /// Sends a tagged line to every other online user; `to` gets a marked copy.
+    pub fn tagged(&mut self, from: &str, to: &str, text: &str) -> Result<Overflowed, SendError> {
+        let to_key = name_key(to);
+        let to_name = &self
+            .accounts
+            .get(&to_key)
+            .ok_or(SendError::UnknownUser)?
+            .name;
+        let plain = Reply::Tagged {
+            from,
+            to: to_name,
+            text,
+            for_target: false,
+        }
+        .to_line();
+        let marked = Reply::Tagged {
+            from,
+            to: to_name,
+            text,
+            for_target: true,
+        }
+        .to_line();
+        let from_key = name_key(from);
+        let mut overflowed = Overflowed::default();
+        let mut receivers = 0;
+        for (key, online) in &self.online {
+            if *key == from_key {
+                continue;
+            }
+            let line = if *key == to_key { &marked } else { &plain };
+            overflowed.note(key, &online.outbox, online.outbox.push(Arc::clone(line)));
+            receivers += 1;
+        }
+        stats::record_relayed(receivers);
+        Ok(overflowed)
+    }
+
+    /// Sends a private line to `to`, or keeps it in `to`'s mailbox while `to` is offline.
+    pub fn private(
+        &mut self,
+        from: &str,
+        to: &str,
+        text: &str,
+        now: u64,
+    ) -> Result<(PrivateOutcome, Overflowed), SendError> {
+        let to_key = name_key(to);
+        let account = self
+            .accounts
+            .get_mut(&to_key)
+            .ok_or(SendError::UnknownUser)?;
+        let to_name = account.name.clone();
+        let mut overflowed = Overflowed::default();
+        if let Some(online) = self.online.get(&to_key) {
+            let line = Reply::Private { from, text }.to_line();
+            overflowed.note(&to_name, &online.outbox, online.outbox.push(line));
+            stats::record_relayed(1);
+            return Ok((PrivateOutcome::Delivered { to: to_name }, overflowed));
+        }
+        if account.mailbox.len() >= MAILBOX_CAP {
+            return Err(SendError::MailboxFull { to: to_name });
+        }
+        self.next_mail_id += 1;
+        let mail = Mail {
+            id: self.next_mail_id,
+            from: from.to_string(),
+            to: to_name,
+            sent_at: now,
+            text: text.to_string(),
+        };
+        account.mailbox.push_back(mail.clone());
+        Ok((PrivateOutcome::Stored(mail), overflowed))
+    }
+
+    /// Takes a stored message back out when it could not be made durable.
+    pub fn unstore_mail(&mut self, mail: &Mail) {
+        if let Some(account) = self.accounts.get_mut(&name_key(&mail.to)) {
+            account.mailbox.retain(|m| m.id != mail.id);
+        }
+    }
+
+    /// Every registered user, sorted by name, with whether they are online.
+    pub fn users(&self) -> Vec<(String, bool)> {
+        self.accounts
+            .iter()
+            .map(|(key, account)| (account.name.clone(), self.online.contains_key(key)))
+            .collect()
+    }
+
+    /// A copy of every account with its mailbox, for rewriting the store outside the lock.
+    pub fn snapshot(&self) -> Vec<AccountCopy> {
+        self.accounts
+            .values()
+            .map(|a| AccountCopy {
+                name: a.name.clone(),
+                password: a.password.clone(),
+                mailbox: a.mailbox.iter().cloned().collect(),
+            })
+            .collect()
+    }
+
+    /// Keeps mail ids increasing past `id` (a delivered message seen while loading).
+    pub fn note_mail_id(&mut self, id: u64) {
+        self.next_mail_id = self.next_mail_id.max(id);
+    }
+
+    /// Pushes one shared line to every online user except `skip_key`. One allocation for
+    /// all receivers: each push clones the `Arc`, not the text.
+    fn broadcast_line(&self, skip_key: &str, line: Arc<str>) -> Overflowed {
+        let mut overflowed = Overflowed::default();
+        let mut receivers = 0;
+        for (key, online) in &self.online {
+            if key == skip_key {
+                continue;
+            }
+            overflowed.note(key, &online.outbox, online.outbox.push(Arc::clone(&line)));
+            receivers += 1;
+        }
+        stats::record_relayed(receivers);
+        overflowed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::Hangup;
+
+    fn hash() -> PasswordHash {
+        PasswordHash::for_tests()
+    }
+
+    fn outbox() -> Arc<Outbox> {
+        let hangup: Hangup = Box::new(|| {});
+        Arc::new(Outbox::new(1 << 16, hangup))
+    }
+
+    fn registry_with(names: &[&str]) -> Registry {
+        let mut registry = Registry::new();
+        for name in names {
+            registry.create_account(name, hash()).expect("fresh name");
+        }
+        registry
+    }
+
+    #[test]
+    fn names_are_unique_ignoring_case() {
+        let mut registry = registry_with(&["Alice"]);
+        assert!(registry.create_account("alice", hash()).is_err());
+        assert_eq!(
+            registry.find_account("ALICE").map(|a| a.0),
+            Some("Alice".into())
+        );
+    }
+
+    #[test]
+    fn private_to_offline_user_is_stored_then_handed_over_at_sign_in() {
+        let mut registry = registry_with(&["alice", "bob"]);
+        let (outcome, _) = registry
+            .private("alice", "BOB", "hi", 7)
+            .expect("known user");
+        let PrivateOutcome::Stored(mail) = outcome else {
+            panic!("bob is offline, expected Stored, got {outcome:?}");
+        };
+        assert_eq!(
+            (mail.to.as_str(), mail.text.as_str(), mail.sent_at),
+            ("bob", "hi", 7)
+        );
+        let signed_in = registry.sign_in("bob", outbox()).expect("account exists");
+        assert_eq!(signed_in.mail, vec![mail]);
+        signed_in.overflowed.disconnect();
+    }
+
+    #[test]
+    fn mailbox_is_capped() {
+        let mut registry = registry_with(&["alice", "bob"]);
+        for i in 0..MAILBOX_CAP {
+            let (_, overflowed) = registry
+                .private("alice", "bob", &i.to_string(), 0)
+                .expect("room");
+            overflowed.disconnect();
+        }
+        let full = registry.private("alice", "bob", "one more", 0);
+        assert_eq!(
+            full.err(),
+            Some(SendError::MailboxFull { to: "bob".into() })
+        );
+    }
+
+    #[test]
+    fn unknown_receivers_are_errors() {
+        let mut registry = registry_with(&["alice"]);
+        assert_eq!(
+            registry.private("alice", "zed", "x", 0).err(),
+            Some(SendError::UnknownUser)
+        );
+        assert_eq!(
+            registry.tagged("alice", "zed", "x").err(),
+            Some(SendError::UnknownUser)
+        );
+    }
+
+    #[test]
+    fn stale_session_cannot_sign_out_the_new_one() {
+        let mut registry = registry_with(&["alice"]);
+        let first = registry.sign_in("alice", outbox()).expect("account");
+        let second = registry.sign_in("alice", outbox()).expect("account");
+        assert!(second.took_over);
+        registry.sign_out("alice", first.session).disconnect();
+        assert_eq!(registry.users(), vec![("alice".to_string(), true)]);
+        registry.sign_out("alice", second.session).disconnect();
+        assert_eq!(registry.users(), vec![("alice".to_string(), false)]);
+    }
+
+    #[test]
+    fn overflowing_receiver_is_reported_not_waited_for() {
+        let mut registry = registry_with(&["alice", "bob"]);
+        let hangup: Hangup = Box::new(|| {});
+        let tiny = Arc::new(Outbox::new(8, hangup));
+        registry
+            .sign_in("alice", outbox())
+            .expect("alice")
+            .overflowed
+            .disconnect();
+        registry
+            .sign_in("bob", Arc::clone(&tiny))
+            .expect("bob")
+            .overflowed
+            .disconnect();
+        let overflowed = registry.public("alice", "far more than eight bytes");
+        assert_eq!(overflowed.0.len(), 1);
+        overflowed.disconnect();
+        assert!(tiny.is_aborted());
+    }
+}

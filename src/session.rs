@@ -1,0 +1,514 @@
+//! One client's conversation with the server, from greeting to goodbye.
+//!
+//! This module owns the sign-in state machine (`AwaitName` -> `AwaitPassword` -> `SignedIn`)
+//! and the execution of each [`Command`]. It reads lines from a [`LineSource`] and pushes
+//! replies into the client's own [`Outbox`]; it never touches a socket, so any transport
+//! (TCP today, WebSocket or UDP later) can drive it. Chat commands exist only in the
+//! `SignedIn` state, so nothing typed before sign-in can reach another user.
+//!
+//! Locks are taken in short, visible blocks, and every slow thing (hashing, sleeping before
+//! a password check, fsync, waiting for room in the outbox) happens outside the registry lock.
+
+use std::fmt;
+use std::io::{self, ErrorKind};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::clock;
+use crate::limits::{ASKED_REPLY_WAIT, MAX_FLOOD_STRIKES, MAX_PASSWORD_BYTES, MAX_PASSWORD_TRIES};
+use crate::line_reader::{Line, LineSource};
+use crate::log;
+use crate::outbox::Outbox;
+use crate::password::PasswordHash;
+use crate::protocol::{self, Command, ErrorReply, HELP, Reply, name_key};
+use crate::ratelimit::TokenBucket;
+use crate::registry::{self, Mail, PrivateOutcome, SendError, SessionId};
+use crate::shared::Shared;
+use crate::store::Record;
+
+/// A pause this long without a dropped line forgives earlier flooding.
+const FLOOD_FORGIVE: Duration = Duration::from_secs(10);
+
+/// Why a session ended; `Display` is the reason written to the log.
+#[derive(Debug)]
+pub enum Ending {
+    Quit,
+    /// The peer closed the connection (or it was cut: overflow, takeover).
+    Hangup,
+    TooManyTries,
+    SignInTimeout,
+    Flooding,
+    /// The client's own outbox refused a reply: it is not reading.
+    OutboxClosed,
+    ReadError(io::Error),
+}
+
+impl fmt::Display for Ending {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ending::Quit => write!(f, "quit"),
+            Ending::Hangup => write!(f, "hangup"),
+            Ending::TooManyTries => write!(f, "too many wrong passwords"),
+            Ending::SignInTimeout => write!(f, "sign-in timeout"),
+            Ending::Flooding => write!(f, "flooding"),
+            Ending::OutboxClosed => write!(f, "outbound queue closed"),
+            Ending::ReadError(e) => write!(f, "read error: {e}"),
+        }
+    }
+}
+
+/// Where the conversation is.
+enum State<'a> {
+    AwaitName,
+    AwaitPassword(Pending),
+    SignedIn(Presence<'a>),
+}
+
+/// A name was given; its password is awaited.
+struct Pending {
+    /// The registered name and hash, or `None` when this sign-in creates the account.
+    account: Option<(String, PasswordHash)>,
+    /// The name as typed (used for a new account).
+    typed: String,
+    wrong_tries: u32,
+}
+
+/// Being signed in. Dropping it signs out and tells the others, whether the session ended
+/// by `~:q!:`, a hang-up, an error or a panic: every exit takes the same path.
+struct Presence<'a> {
+    shared: &'a Shared,
+    name: String,
+    session: SessionId,
+}
+
+impl Drop for Presence<'_> {
+    fn drop(&mut self) {
+        let overflowed = registry::lock(&self.shared.registry).sign_out(&self.name, self.session);
+        overflowed.disconnect();
+    }
+}
+
+/// The per-connection context of the state machine.
+struct Session<'a> {
+    shared: &'a Shared,
+    peer: SocketAddr,
+    outbox: &'a Arc<Outbox>,
+    bucket: TokenBucket,
+    strikes: u32,
+    last_strike: Instant,
+}
+
+/// Runs one client's session to its end. `lines` should already carry the sign-in
+/// deadline; it is lifted once the client signs in.
+pub fn run(
+    shared: &Shared,
+    peer: SocketAddr,
+    lines: &mut dyn LineSource,
+    outbox: &Arc<Outbox>,
+) -> Ending {
+    let now = Instant::now();
+    let config = &shared.config;
+    let mut session = Session {
+        shared,
+        peer,
+        outbox,
+        bucket: TokenBucket::new(config.rate_burst, config.rate_per_sec, now),
+        strikes: 0,
+        last_strike: now,
+    };
+    if session.say(Reply::Greeting).is_err() {
+        return Ending::OutboxClosed;
+    }
+    let mut state = State::AwaitName;
+    loop {
+        let signed_in = matches!(state, State::SignedIn(_));
+        let line = match lines.next_line() {
+            Ok(Some(line)) => line,
+            Ok(None) => return Ending::Hangup,
+            Err(e) if is_timeout(&e) && !signed_in => {
+                let secs = config.sign_in_timeout.as_secs();
+                let _ = session.say(Reply::Error(ErrorReply::SignInTimeout { secs }));
+                return Ending::SignInTimeout;
+            }
+            Err(e) => return Ending::ReadError(e),
+        };
+        let text = match session.admit(line) {
+            Ok(Some(text)) => text,
+            Ok(None) => continue,
+            Err(ending) => return ending,
+        };
+        state = match session.step(state, &text, lines) {
+            Ok(next) => next,
+            Err(ending) => return ending,
+        };
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock)
+}
+
+impl<'a> Session<'a> {
+    /// Queues one reply for this client. Our own outbox refusing means we are done.
+    fn say(&self, reply: Reply) -> Result<(), Ending> {
+        self.outbox
+            .push(reply.to_line())
+            .map_err(|_| Ending::OutboxClosed)
+    }
+
+    /// Queues a reply the client asked for, waiting for room if needed (outside all locks).
+    fn say_patiently(&self, reply: Reply) -> Result<(), Ending> {
+        self.outbox
+            .push_wait(reply.to_line(), ASKED_REPLY_WAIT)
+            .map_err(|_| Ending::OutboxClosed)
+    }
+
+    fn error(&self, error: ErrorReply) -> Result<(), Ending> {
+        self.say(Reply::Error(error))
+    }
+
+    /// Applies the rate limit and the line-length limit. `Ok(None)`: nothing to execute.
+    fn admit(&mut self, line: Line) -> Result<Option<String>, Ending> {
+        let now = Instant::now();
+        if !self.bucket.try_take(now) {
+            if now.duration_since(self.last_strike) > FLOOD_FORGIVE {
+                self.strikes = 0;
+            }
+            self.strikes += 1;
+            self.last_strike = now;
+            if self.strikes >= MAX_FLOOD_STRIKES {
+                let _ = self.error(ErrorReply::Flooding);
+                log::warn(
+                    "rate_limit",
+                    &[("peer", &self.peer), ("action", &"disconnect")],
+                );
+                return Err(Ending::Flooding);
+            }
+            if self.strikes == 1 {
+                log::info("rate_limit", &[("peer", &self.peer), ("action", &"drop")]);
+                self.error(ErrorReply::SlowDown)?;
+            }
+            return Ok(None);
+        }
+        match line {
+            Line::Text(text) => Ok(Some(text)),
+            Line::TooLong => {
+                log::debug("line_too_long", &[("peer", &self.peer)]);
+                self.error(ErrorReply::LineTooLong)?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Handles one line in the current state and returns the next state.
+    fn step(
+        &self,
+        state: State<'a>,
+        text: &str,
+        lines: &mut dyn LineSource,
+    ) -> Result<State<'a>, Ending> {
+        match state {
+            State::AwaitName => self.on_name(text),
+            State::AwaitPassword(pending) => self.on_password(pending, text, lines),
+            State::SignedIn(presence) => {
+                self.on_command(&presence, text)?;
+                Ok(State::SignedIn(presence))
+            }
+        }
+    }
+
+    fn on_name(&self, text: &str) -> Result<State<'a>, Ending> {
+        let typed = text.trim();
+        if let Err(e) = protocol::validate_name(typed) {
+            self.error(ErrorReply::InvalidName(e))?;
+            return Ok(State::AwaitName);
+        }
+        let account = registry::lock(&self.shared.registry).find_account(typed);
+        match &account {
+            Some((name, _)) => self.say(Reply::AskPassword { name })?,
+            None => self.say(Reply::AskNewPassword { name: typed })?,
+        }
+        let typed = typed.to_string();
+        Ok(State::AwaitPassword(Pending {
+            account,
+            typed,
+            wrong_tries: 0,
+        }))
+    }
+
+    fn on_password(
+        &self,
+        mut pending: Pending,
+        password: &str,
+        lines: &mut dyn LineSource,
+    ) -> Result<State<'a>, Ending> {
+        if password.is_empty() {
+            self.error(ErrorReply::EmptyPassword)?;
+            return Ok(State::AwaitPassword(pending));
+        }
+        if password.len() > MAX_PASSWORD_BYTES {
+            self.error(ErrorReply::PasswordTooLong)?;
+            return Ok(State::AwaitPassword(pending));
+        }
+        let name = match &pending.account {
+            None => match self.create_account(&pending.typed, password)? {
+                Some(name) => name,
+                None => return Ok(State::AwaitName),
+            },
+            Some((name, stored)) => {
+                if self.check_password(name, stored, password) {
+                    name.clone()
+                } else {
+                    pending.wrong_tries += 1;
+                    return self.on_wrong_password(pending);
+                }
+            }
+        };
+        self.sign_in(name, lines).map(State::SignedIn)
+    }
+
+    /// Waits out the throttle delay, then checks the password (both outside every lock).
+    fn check_password(&self, name: &str, stored: &PasswordHash, password: &str) -> bool {
+        let (key, ip) = (name_key(name), self.peer.ip());
+        let delay = self.shared.throttle.delay(&key, ip, Instant::now());
+        if !delay.is_zero() {
+            log::debug(
+                "sign_in_delay",
+                &[("peer", &self.peer), ("ms", &delay.as_millis())],
+            );
+            std::thread::sleep(delay);
+        }
+        let ok = self.shared.hasher.verify(stored, password);
+        if ok {
+            self.shared.throttle.record_success(&key);
+        } else {
+            self.shared
+                .throttle
+                .record_failure(&key, ip, Instant::now());
+        }
+        ok
+    }
+
+    fn on_wrong_password(&self, pending: Pending) -> Result<State<'a>, Ending> {
+        let user = pending
+            .account
+            .as_ref()
+            .map_or("", |(name, _)| name.as_str());
+        let tries = pending.wrong_tries;
+        log::warn(
+            "sign_in_failed",
+            &[("peer", &self.peer), ("user", &user), ("tries", &tries)],
+        );
+        if tries >= MAX_PASSWORD_TRIES {
+            let _ = self.error(ErrorReply::TooManyTries);
+            return Err(Ending::TooManyTries);
+        }
+        self.error(ErrorReply::WrongPassword {
+            tries_left: MAX_PASSWORD_TRIES - tries,
+        })?;
+        Ok(State::AwaitPassword(pending))
+    }
+
+    /// Registers a new account durably. `Ok(None)`: the name was lost to a concurrent
+    /// sign-up or could not be saved; the client was told and is asked for a name again.
+    fn create_account(&self, name: &str, password: &str) -> Result<Option<String>, Ending> {
+        let hash = match self.shared.hasher.hash(password) {
+            Ok(hash) => hash,
+            Err(e) => {
+                log::error("random_salt_failed", &[("error", &e)]);
+                self.error(ErrorReply::StoreFailed)?;
+                return Ok(None);
+            }
+        };
+        let mut writer = self.shared.store.writer();
+        let created = registry::lock(&self.shared.registry).create_account(name, hash.clone());
+        if created.is_err() {
+            drop(writer);
+            self.error(ErrorReply::NameJustTaken { name })?;
+            return Ok(None);
+        }
+        let record = Record::Account {
+            name: name.to_string(),
+            password: hash,
+        };
+        if let Err(e) = writer.append(&[record]) {
+            registry::lock(&self.shared.registry).remove_account(name);
+            drop(writer);
+            log::error("store_write_failed", &[("user", &name), ("error", &e)]);
+            self.error(ErrorReply::StoreFailed)?;
+            return Ok(None);
+        }
+        drop(writer);
+        log::info("sign_up", &[("peer", &self.peer), ("user", &name)]);
+        Ok(Some(name.to_string()))
+    }
+
+    /// Welcomes the user, puts them online, and delivers their stored mail.
+    fn sign_in(&self, name: String, lines: &mut dyn LineSource) -> Result<Presence<'a>, Ending> {
+        // Queued before going online, so the welcome is the first line after sign-in.
+        self.say(Reply::Welcome { name: &name })?;
+        let signed_in =
+            registry::lock(&self.shared.registry).sign_in(&name, Arc::clone(self.outbox));
+        let Some(signed_in) = signed_in else {
+            return Err(Ending::OutboxClosed);
+        };
+        signed_in.overflowed.disconnect();
+        lines.set_deadline(None);
+        let presence = Presence {
+            shared: self.shared,
+            name,
+            session: signed_in.session,
+        };
+        let event = if signed_in.took_over {
+            "takeover"
+        } else {
+            "sign_in"
+        };
+        log::info(event, &[("peer", &self.peer), ("user", &presence.name)]);
+        self.deliver_mail(&signed_in.mail)?;
+        Ok(presence)
+    }
+
+    /// Hands stored messages to the user, then deletes them durably. A crash in between
+    /// delivers them again rather than losing them.
+    fn deliver_mail(&self, mail: &[Mail]) -> Result<(), Ending> {
+        if mail.is_empty() {
+            return Ok(());
+        }
+        self.say_patiently(Reply::StoredHeader { count: mail.len() })?;
+        for m in mail {
+            let sent_at = clock::rfc3339_secs(m.sent_at);
+            self.say_patiently(Reply::Stored {
+                from: &m.from,
+                sent_at: &sent_at,
+                text: &m.text,
+            })?;
+        }
+        let done: Vec<Record> = mail
+            .iter()
+            .map(|m| Record::Delivered { id: m.id })
+            .collect();
+        let mut writer = self.shared.store.writer();
+        if let Err(e) = writer.append(&done) {
+            log::error(
+                "store_write_failed",
+                &[("what", &"delivered"), ("error", &e)],
+            );
+        } else if writer.needs_compaction()
+            && let Err(e) = writer.compact(&self.shared.registry)
+        {
+            log::error("store_compaction_failed", &[("error", &e)]);
+        }
+        Ok(())
+    }
+
+    fn on_command(&self, me: &Presence, text: &str) -> Result<(), Ending> {
+        let command = match protocol::parse(text) {
+            Ok(command) => command,
+            Err(e) => return self.error(ErrorReply::Parse(e)),
+        };
+        match command {
+            Command::Nothing => Ok(()),
+            Command::Public { text } => {
+                self.log_message("public", &me.name, "", &text);
+                let overflowed = registry::lock(&self.shared.registry).public(&me.name, &text);
+                overflowed.disconnect();
+                Ok(())
+            }
+            Command::Tagged { to, text } => {
+                self.log_message("tagged", &me.name, &to, &text);
+                let sent = registry::lock(&self.shared.registry).tagged(&me.name, &to, &text);
+                match sent {
+                    Ok(overflowed) => {
+                        overflowed.disconnect();
+                        Ok(())
+                    }
+                    Err(e) => self.send_error(e, &to),
+                }
+            }
+            Command::Private { to, text } => self.private(me, &to, &text),
+            Command::ListUsers => self.list_users(),
+            Command::Help => HELP
+                .iter()
+                .try_for_each(|&line| self.say_patiently(Reply::HelpLine { line })),
+            Command::Quit => {
+                self.say(Reply::Goodbye { name: &me.name })?;
+                Err(Ending::Quit)
+            }
+            #[cfg(debug_assertions)]
+            Command::Panic => panic!("~:panic!: asked for a panic (debug builds only)"),
+        }
+    }
+
+    /// A private message. The store's lock is taken first (lock order: store, then
+    /// registry) because an offline receiver's copy must be on disk before "stored" is said.
+    fn private(&self, me: &Presence, to: &str, text: &str) -> Result<(), Ending> {
+        self.log_message("private", &me.name, to, text);
+        let mut writer = self.shared.store.writer();
+        let now = clock::unix_now();
+        let sent = registry::lock(&self.shared.registry).private(&me.name, to, text, now);
+        let (outcome, overflowed) = match sent {
+            Ok(sent) => sent,
+            Err(e) => {
+                drop(writer);
+                return self.send_error(e, to);
+            }
+        };
+        let stored = match outcome {
+            PrivateOutcome::Delivered { to } => {
+                drop(writer);
+                overflowed.disconnect();
+                return self.say(Reply::PrivateDelivered { to: &to });
+            }
+            PrivateOutcome::Stored(mail) => mail,
+        };
+        if let Err(e) = writer.append(&[Record::Mail(stored.clone())]) {
+            registry::lock(&self.shared.registry).unstore_mail(&stored);
+            drop(writer);
+            log::error("store_write_failed", &[("what", &"mail"), ("error", &e)]);
+            return self.error(ErrorReply::StoreFailed);
+        }
+        drop(writer);
+        self.say(Reply::PrivateStored { to: &stored.to })
+    }
+
+    fn send_error(&self, error: SendError, to: &str) -> Result<(), Ending> {
+        match error {
+            SendError::UnknownUser => self.error(ErrorReply::UnknownUser { name: to }),
+            SendError::MailboxFull { to } => self.error(ErrorReply::MailboxFull { name: &to }),
+        }
+    }
+
+    /// `~:lu:`: copy the list under the lock, send it after releasing it.
+    fn list_users(&self) -> Result<(), Ending> {
+        let users = registry::lock(&self.shared.registry).users();
+        let online = users.iter().filter(|(_, on)| *on).count();
+        self.say_patiently(Reply::UserListHeader {
+            total: users.len(),
+            online,
+        })?;
+        for (name, online) in &users {
+            self.say_patiently(Reply::UserListEntry {
+                name,
+                online: *online,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Logs chat text only when the operator asked for it (`--log-messages`).
+    fn log_message(&self, kind: &str, from: &str, to: &str, text: &str) {
+        if log::log_messages() {
+            log::info(
+                "message",
+                &[
+                    ("kind", &kind),
+                    ("from", &from),
+                    ("to", &to),
+                    ("text", &text),
+                ],
+            );
+        }
+    }
+}
