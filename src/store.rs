@@ -11,6 +11,7 @@
 //! only after `fdatasync` returns, so a crash loses nothing acknowledged; a crash mid-write
 //! leaves at most one broken line at the end, which loading drops with a warning.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
@@ -112,19 +113,25 @@ pub struct Store {
 pub struct Writer {
     dir: PathBuf,
     file: File,
-    live: usize,
+    /// Bytes of whole records in the file: where a failed append is cut back to.
+    len: u64,
+    accounts: usize,
+    /// Mail on disk without a `delivered` record, by id (so in send order). Kept here, not
+    /// read from the registry, because the registry hands a mailbox to its owner before
+    /// delivery is recorded: a compaction in between must still keep those messages.
+    undelivered: BTreeMap<u64, Mail>,
+    /// Records in the file that no longer describe anything (delivered mail and its marks).
     dead: usize,
+    /// Set when a failed append could not be cut back: appending more would bury a broken
+    /// record mid-file, so every later append fails instead.
+    broken: bool,
 }
 
 impl Store {
     /// Opens (creating if needed) the data directory, loads it into a fresh [`Registry`],
     /// and rewrites the file without dead or torn records.
     pub fn open(dir: &Path) -> Result<(Store, Registry), StoreError> {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(io_error(dir))?;
+        create_dir(dir).map_err(io_error(dir))?;
         let lock = lock_dir(dir)?;
         let path = dir.join(STORE_FILE);
         let text = match fs::read(&path) {
@@ -135,13 +142,21 @@ impl Store {
         let records = parse_store(&text, &path)?;
         let registry = build_registry(records);
         let snapshot = registry.snapshot();
-        let file = write_compacted(dir, &snapshot).map_err(io_error(dir))?;
-        let live = count_live(&snapshot);
+        let undelivered: BTreeMap<u64, Mail> = snapshot
+            .iter()
+            .flat_map(|account| &account.mailbox)
+            .map(|mail| (mail.id, mail.clone()))
+            .collect();
+        let (file, len) =
+            write_compacted(dir, &snapshot, undelivered.values()).map_err(io_error(dir))?;
         let writer = Writer {
             dir: dir.to_path_buf(),
             file,
-            live,
+            len,
+            accounts: snapshot.len(),
+            undelivered,
             dead: 0,
+            broken: false,
         };
         let store = Store {
             dir: dir.to_path_buf(),
@@ -165,33 +180,84 @@ impl Store {
 
 impl Writer {
     /// Appends `records` and waits until they are on disk. Only then may the client be told.
+    ///
+    /// On failure the file is cut back to its last whole record, so a half-written line
+    /// never ends up in the middle once later appends succeed (that would stop the next
+    /// start). The caller undoes its registry change and tells the client.
     pub fn append(&mut self, records: &[Record]) -> io::Result<()> {
-        let mut text = String::new();
+        if self.broken {
+            return Err(io::Error::other(
+                "an earlier failed write could not be undone; restart the server",
+            ));
+        }
+        let text: String = records.iter().map(encode).collect();
+        let written = self
+            .file
+            .write_all(text.as_bytes())
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            let cut = self
+                .file
+                .set_len(self.len)
+                .and_then(|()| self.file.sync_data());
+            if cut.is_err() {
+                self.broken = true;
+            }
+            return Err(e);
+        }
+        self.len += text.len() as u64;
         for record in records {
-            text.push_str(&encode(record));
-            match record {
-                Record::Delivered { .. } => self.dead += 2,
-                _ => self.live += 1,
+            self.note(record);
+        }
+        Ok(())
+    }
+
+    /// Keeps the counts and the undelivered mail in step with what the file now holds.
+    fn note(&mut self, record: &Record) {
+        match record {
+            Record::Account { .. } => self.accounts += 1,
+            Record::Mail(mail) => {
+                self.undelivered.insert(mail.id, mail.clone());
+            }
+            Record::Delivered { id } => {
+                // The mail record and this mark are both dead now.
+                self.dead += 1 + usize::from(self.undelivered.remove(id).is_some());
             }
         }
-        self.file.write_all(text.as_bytes())?;
-        self.file.sync_data()
     }
 
     /// True when dead records dominate the file.
     pub fn needs_compaction(&self) -> bool {
-        self.dead >= COMPACT_MIN_DEAD && self.dead > self.live
+        let live = self.accounts + self.undelivered.len();
+        self.dead >= COMPACT_MIN_DEAD && self.dead > live
     }
 
-    /// Rewrites the file from the registry's current state. Takes the registry lock only to
-    /// copy the state; writing happens after it is released.
+    /// Rewrites the file with only live records: the registry's accounts (the registry lock
+    /// is taken only to copy them) and the mail this writer knows is undelivered.
     pub fn compact(&mut self, registry: &Mutex<Registry>) -> io::Result<()> {
-        let snapshot = registry::lock(registry).snapshot();
-        self.file = write_compacted(&self.dir, &snapshot)?;
-        self.live = count_live(&snapshot);
+        let accounts = registry::lock(registry).snapshot();
+        let (file, len) = write_compacted(&self.dir, &accounts, self.undelivered.values())?;
+        self.file = file;
+        self.len = len;
+        self.accounts = accounts.len();
         self.dead = 0;
         Ok(())
     }
+}
+
+/// Creates the data directory (mode 0700) if missing. A new directory's name lives in its
+/// parent, so the parent is fsynced too: otherwise a power cut could forget the directory
+/// along with every account written into it.
+fn create_dir(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    File::open(parent)?.sync_all()
 }
 
 /// Keeps a second server off the same directory. The lock dies with the process, so a
@@ -328,22 +394,23 @@ fn build_registry(records: Vec<Record>) -> Registry {
     registry
 }
 
-fn count_live(accounts: &[AccountCopy]) -> usize {
-    accounts.iter().map(|a| 1 + a.mailbox.len()).sum()
-}
-
-/// Writes the registry's accounts and mail to a new file, fsyncs it, renames it over the
-/// store and fsyncs the directory, so at every instant either the old or the new file is
-/// complete. Returns the new file, open for appending.
-fn write_compacted(dir: &Path, accounts: &[AccountCopy]) -> io::Result<File> {
+/// Writes the accounts, then the undelivered mail in send order (after every account, so
+/// each message follows its receiver's record), to a new file; fsyncs it, renames it over
+/// the store and fsyncs the directory, so at every instant either the old or the new file
+/// is complete. Returns the new file, open for appending, and its length.
+fn write_compacted<'m>(
+    dir: &Path,
+    accounts: &[AccountCopy],
+    mail: impl Iterator<Item = &'m Mail>,
+) -> io::Result<(File, u64)> {
     let temp = dir.join(TEMP_FILE);
     let mut text = format!("{HEADER}\n");
     for account in accounts {
         let (name, password) = (account.name.clone(), account.password.clone());
         text.push_str(&encode(&Record::Account { name, password }));
-        for mail in &account.mailbox {
-            text.push_str(&encode(&Record::Mail(mail.clone())));
-        }
+    }
+    for mail in mail {
+        text.push_str(&encode(&Record::Mail(mail.clone())));
     }
     let mut file = OpenOptions::new()
         .create(true)
@@ -359,13 +426,16 @@ fn write_compacted(dir: &Path, accounts: &[AccountCopy]) -> io::Result<File> {
     let path = dir.join(STORE_FILE);
     fs::rename(&temp, &path)?;
     File::open(dir)?.sync_all()?;
-    OpenOptions::new().append(true).open(&path)
+    let file = OpenOptions::new().append(true).open(&path)?;
+    Ok((file, text.len() as u64))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outbox::Outbox;
     use crate::registry::PrivateOutcome;
+    use std::sync::Arc;
 
     fn temp_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("ptchat-store-{name}-{}", std::process::id()));
@@ -480,6 +550,62 @@ mod tests {
             Err(StoreError::Corrupt { line, .. }) => assert_eq!(line, 3),
             other => panic!("expected corruption at line 3, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn compaction_keeps_mail_handed_out_but_not_yet_marked_delivered() {
+        let dir = temp_dir("inflight");
+        {
+            let (store, mut registry) = Store::open(&dir).expect("open");
+            let password = PasswordHash::for_tests();
+            registry
+                .create_account("bob", password.clone())
+                .expect("new");
+            let (PrivateOutcome::Stored(stored), _) =
+                registry.private("alice", "bob", "one", 1).expect("stored")
+            else {
+                panic!("bob is offline");
+            };
+            let mut writer = store.writer();
+            let name = "bob".to_string();
+            writer
+                .append(&[Record::Account { name, password }, Record::Mail(stored)])
+                .expect("append");
+            // Signing in empties the registry's mailbox before delivery is recorded; a
+            // compaction in that gap must not lose the message.
+            let registry = Mutex::new(registry);
+            let outbox = Arc::new(Outbox::new(1024, Box::new(|| {})));
+            let signed_in = registry::lock(&registry).sign_in("bob", outbox);
+            assert_eq!(signed_in.map(|s| s.mail.len()), Some(1));
+            writer.compact(&registry).expect("compact");
+        }
+        let (_store, registry) = Store::open(&dir).expect("reopen");
+        assert_eq!(
+            registry.snapshot()[0].mailbox.len(),
+            1,
+            "mail survived compaction"
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn delivered_mail_counts_as_dead_for_compaction() {
+        let dir = temp_dir("dead");
+        let (store, _registry) = Store::open(&dir).expect("open");
+        let mut writer = store.writer();
+        let mails: Vec<Record> = (1..=COMPACT_MIN_DEAD as u64)
+            .map(|id| mail(id, "x"))
+            .collect();
+        writer.append(&mails).expect("append");
+        assert!(!writer.needs_compaction());
+        let marks: Vec<Record> = (1..=COMPACT_MIN_DEAD as u64 / 2)
+            .map(|id| Record::Delivered { id })
+            .collect();
+        writer.append(&marks).expect("append");
+        // 1000 dead records against 500 live ones.
+        assert!(writer.needs_compaction());
+        drop(writer);
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
