@@ -609,6 +609,26 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_append_that_cannot_be_undone_stops_all_later_appends() {
+        let dir = temp_dir("broken");
+        let (store, _registry) = Store::open(&dir).expect("open");
+        let mut writer = store.writer();
+        // A read-only handle: the write fails, and so does cutting the file back.
+        writer.file = File::open(dir.join(STORE_FILE)).expect("reopen read-only");
+        let before = fs::read(dir.join(STORE_FILE)).expect("read");
+        assert!(writer.append(&[mail(1, "lost")]).is_err());
+        assert!(writer.broken);
+        writer.file = OpenOptions::new()
+            .append(true)
+            .open(dir.join(STORE_FILE))
+            .expect("reopen for append");
+        assert!(writer.append(&[mail(2, "refused")]).is_err());
+        assert_eq!(fs::read(dir.join(STORE_FILE)).expect("read"), before);
+        drop(writer);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn second_open_of_the_same_directory_is_refused() {
         let dir = temp_dir("lock");
         let first = Store::open(&dir).expect("first open");
