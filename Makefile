@@ -29,5 +29,31 @@ lint:
 
 check: lint test
 
+# The binary to copy onto a server: glibc's crt-static gives a self-contained executable
+# (`file`: static-pie linked). --target keeps build scripts and proc-macros dynamic; the
+# output lands in its own target/<triple>/ directory and is copied to target/static/.
+HOST_TRIPLE := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
+STATIC_BIN := target/static/chat_server
+SOURCES := Cargo.toml Cargo.lock $(shell find src -name '*.rs')
+
+static: $(STATIC_BIN)
+
+$(STATIC_BIN): $(SOURCES)
+	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --release --target $(HOST_TRIPLE) --bin chat_server
+	mkdir -p $(@D)
+	cp target/$(HOST_TRIPLE)/release/chat_server $@
+
+# Installs the static binary and the systemd unit, whose ExecStart is rewritten to match
+# PREFIX. $(PREFIX)/lib/systemd/system is on systemd's unit path for /usr and /usr/local.
+# Build first as yourself (`make static`), then `sudo make install` finds nothing to build.
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+
+install: $(STATIC_BIN)
+	install -d -m 0755 $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR)
+	install -m 0755 $(STATIC_BIN) $(DESTDIR)$(PREFIX)/bin/chat_server
+	sed 's|/usr/local/bin/chat_server|$(PREFIX)/bin/chat_server|' docs/chat_server.service \
+		> $(DESTDIR)$(UNITDIR)/chat_server.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/chat_server.service
+
 clean:
 	$(CARGO) clean
