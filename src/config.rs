@@ -111,6 +111,10 @@ pub fn parse_args<S: AsRef<str>>(args: &[S]) -> Result<Action, UsageError> {
                     Some((name, value)) => (name, Some(value)),
                     None => (flag, None),
                 };
+                // An unknown flag is reported as unknown, not as missing its value.
+                if !VALUE_FLAGS.contains(&name) {
+                    return Err(UsageError(format!("unknown option '{name}'")));
+                }
                 let value = match inline {
                     Some(value) => value,
                     None => args
@@ -132,6 +136,20 @@ pub fn parse_args<S: AsRef<str>>(args: &[S]) -> Result<Action, UsageError> {
     Ok(Action::Serve(config))
 }
 
+/// Every flag that takes a value; [`apply_flag`] handles exactly these.
+const VALUE_FLAGS: &[&str] = &[
+    "--bind",
+    "--data-dir",
+    "--kdf-iterations",
+    "--max-clients",
+    "--max-per-ip",
+    "--sign-in-timeout",
+    "--rate",
+    "--burst",
+    "--sendq",
+    "--log-level",
+];
+
 fn apply_flag(config: &mut Config, name: &str, value: &str) -> Result<(), UsageError> {
     match name {
         "--bind" => {
@@ -139,7 +157,10 @@ fn apply_flag(config: &mut Config, name: &str, value: &str) -> Result<(), UsageE
                 .parse()
                 .map_err(|_| UsageError(format!("--bind: '{value}' is not an IP address")))?;
         }
-        "--data-dir" if !value.is_empty() => config.data_dir = PathBuf::from(value),
+        "--data-dir" if value.is_empty() => {
+            return Err(UsageError("--data-dir needs a value".into()));
+        }
+        "--data-dir" => config.data_dir = PathBuf::from(value),
         "--kdf-iterations" => {
             config.kdf_iterations = parse_number(value, name)?;
             if config.kdf_iterations == 0 {
@@ -247,6 +268,9 @@ mod tests {
                 error("unknown option '--frobnicate'"),
             ),
             (&["-p", "1"], error("unknown option '-p'")),
+            (&["--frobnicate"], error("unknown option '--frobnicate'")),
+            (&["--frob=1"], error("unknown option '--frob'")),
+            (&["--data-dir="], error("--data-dir needs a value")),
             (
                 &["--kdf-iterations", "0"],
                 error("--kdf-iterations must be at least 1"),
