@@ -45,6 +45,10 @@ struct Queue {
     lines: VecDeque<Arc<str>>,
     bytes: usize,
     state: State,
+    /// Lines ever queued, and lines ever written to the socket: together they tell a
+    /// session when something it queued has really left (see [`Outbox::wait_written`]).
+    pushed: u64,
+    written: u64,
 }
 
 /// A bounded, byte-counted queue of lines for one client.
@@ -64,6 +68,8 @@ impl Outbox {
                 lines: VecDeque::new(),
                 bytes: 0,
                 state: State::Open,
+                pushed: 0,
+                written: 0,
             }),
             changed: Condvar::new(),
             limit_bytes,
@@ -90,6 +96,7 @@ impl Outbox {
             return Err(PushError::Full);
         }
         queue.bytes += line.len();
+        queue.pushed += 1;
         queue.lines.push_back(line);
         self.changed.notify_all();
         Ok(())
@@ -108,6 +115,7 @@ impl Outbox {
             // A line bigger than the whole budget is let through alone rather than never.
             if queue.bytes + line.len() <= self.limit_bytes || queue.lines.is_empty() {
                 queue.bytes += line.len();
+                queue.pushed += 1;
                 queue.lines.push_back(line);
                 self.changed.notify_all();
                 return Ok(());
@@ -149,19 +157,53 @@ impl Outbox {
         (self.hangup)();
     }
 
+    /// A mark for "everything queued so far", to pass to [`Outbox::wait_written`].
+    pub fn mark(&self) -> u64 {
+        self.lock().pushed
+    }
+
+    /// Waits until every line queued before `mark` was written to the transport. False if
+    /// the connection ended first or `patience` ran out. Used before deleting stored mail,
+    /// so a message is never deleted while it could still be lost in the queue.
+    pub fn wait_written(&self, mark: u64, patience: Duration) -> bool {
+        let deadline = Instant::now() + patience;
+        let mut queue = self.lock();
+        loop {
+            if queue.written >= mark {
+                return true;
+            }
+            let now = Instant::now();
+            if queue.state == State::Aborted || now >= deadline {
+                return false;
+            }
+            queue = self
+                .changed
+                .wait_timeout(queue, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// For the writer: `lines` more lines reached the transport.
+    fn record_written(&self, lines: u64) {
+        self.lock().written += lines;
+        self.changed.notify_all();
+    }
+
     /// True once the outbox was aborted (overflow or hang-up).
     pub fn is_aborted(&self) -> bool {
         self.lock().state == State::Aborted
     }
 
     /// For the writer: waits for lines, then moves *all* queued lines into `buf`, so one
-    /// `write` sends them together. Returns false when the writer should stop.
-    fn take_batch(&self, buf: &mut Vec<u8>) -> bool {
+    /// `write` sends them together. Returns how many lines, or `None` when the writer
+    /// should stop.
+    fn take_batch(&self, buf: &mut Vec<u8>) -> Option<u64> {
         let mut queue = self.lock();
         loop {
             match queue.state {
-                State::Aborted => return false,
-                State::Closing if queue.lines.is_empty() => return false,
+                State::Aborted => return None,
+                State::Closing if queue.lines.is_empty() => return None,
                 _ if !queue.lines.is_empty() => break,
                 _ => {}
             }
@@ -170,13 +212,14 @@ impl Outbox {
                 .wait(queue)
                 .unwrap_or_else(PoisonError::into_inner);
         }
+        let count = queue.lines.len() as u64;
         for line in queue.lines.drain(..) {
             buf.extend_from_slice(line.as_bytes());
         }
         queue.bytes = 0;
         // Room was made: wake anyone in `push_wait`.
         self.changed.notify_all();
-        true
+        Some(count)
     }
 }
 
@@ -189,11 +232,12 @@ const WRITER_BUF_KEEP: usize = 16 * 1024;
 pub fn run_writer<W: Write>(outbox: &Outbox, mut socket: W) -> std::io::Result<()> {
     let mut buf = Vec::new();
     let mut result = Ok(());
-    while outbox.take_batch(&mut buf) {
+    while let Some(lines) = outbox.take_batch(&mut buf) {
         if let Err(e) = socket.write_all(&buf) {
             result = Err(e);
             break;
         }
+        outbox.record_written(lines);
         stats::record_bytes_out(buf.len());
         buf.clear();
         if buf.capacity() > WRITER_BUF_KEEP {
@@ -271,6 +315,22 @@ mod tests {
         let waited = outbox.push_wait(line("def\n"), Duration::from_millis(20));
         assert_eq!(waited, Err(PushError::Full));
         assert!(outbox.is_aborted());
+    }
+
+    #[test]
+    fn wait_written_returns_once_the_writer_wrote_the_marked_lines() {
+        let (outbox, _) = counting_outbox(100);
+        outbox.push(line("one\n")).expect("room");
+        let mark = outbox.mark();
+        assert!(!outbox.wait_written(mark, Duration::from_millis(10)));
+        let drainer = {
+            let outbox = Arc::clone(&outbox);
+            std::thread::spawn(move || run_writer(&outbox, Vec::new()))
+        };
+        assert!(outbox.wait_written(mark, Duration::from_secs(10)));
+        outbox.hang_up();
+        assert!(!outbox.wait_written(mark + 1, Duration::from_secs(10)));
+        drainer.join().expect("writer thread").expect("vec write");
     }
 
     #[test]

@@ -192,6 +192,15 @@ impl Registry {
         }
     }
 
+    /// Puts mail that could not be delivered back at the front of its mailbox, in order.
+    pub fn return_mail(&mut self, mail: Vec<Mail>) {
+        for m in mail.into_iter().rev() {
+            if let Some(account) = self.accounts.get_mut(&name_key(&m.to)) {
+                account.mailbox.push_front(m);
+            }
+        }
+    }
+
     /// Marks `name` online with `outbox`, tells the others, and hands over its mailbox. If
     /// the account was already online, that older connection is told and closed instead.
     pub fn sign_in(&mut self, name: &str, outbox: Arc<Outbox>) -> Option<SignedIn> {

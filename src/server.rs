@@ -216,6 +216,9 @@ fn open_reserve_fd() -> Option<File> {
 fn serve_client(shared: &Shared, stream: Arc<TcpStream>, peer: SocketAddr, _ticket: Ticket) {
     stats::connection_opened();
     log::info("connect", &[("peer", &peer)]);
+    // The writer already batches everything queued into one write; Nagle's algorithm
+    // would only add delay on top of that.
+    let _ = stream.set_nodelay(true);
     let hangup_stream = Arc::clone(&stream);
     let hangup: Hangup = Box::new(move || {
         let _ = hangup_stream.shutdown(Shutdown::Both);

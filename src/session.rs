@@ -366,24 +366,24 @@ impl<'a> Session<'a> {
             "sign_in"
         };
         log::info(event, &[("peer", &self.peer), ("user", &presence.name)]);
-        self.deliver_mail(&signed_in.mail)?;
+        self.deliver_mail(signed_in.mail)?;
         Ok(presence)
     }
 
-    /// Hands stored messages to the user, then deletes them durably. A crash in between
-    /// delivers them again rather than losing them.
-    fn deliver_mail(&self, mail: &[Mail]) -> Result<(), Ending> {
+    /// Hands stored messages to the user and deletes them durably once they were written
+    /// to the connection. If the connection ends first they go back into the mailbox; a
+    /// crash in between delivers them again rather than losing them.
+    fn deliver_mail(&self, mail: Vec<Mail>) -> Result<(), Ending> {
         if mail.is_empty() {
             return Ok(());
         }
-        self.say_patiently(Reply::StoredHeader { count: mail.len() })?;
-        for m in mail {
-            let sent_at = clock::rfc3339_secs(m.sent_at);
-            self.say_patiently(Reply::Stored {
-                from: &m.from,
-                sent_at: &sent_at,
-                text: &m.text,
-            })?;
+        let written = self.queue_mail(&mail).is_ok()
+            && self
+                .outbox
+                .wait_written(self.outbox.mark(), ASKED_REPLY_WAIT);
+        if !written {
+            registry::lock(&self.shared.registry).return_mail(mail);
+            return Err(Ending::OutboxClosed);
         }
         let done: Vec<Record> = mail
             .iter()
@@ -399,6 +399,20 @@ impl<'a> Session<'a> {
             && let Err(e) = writer.compact(&self.shared.registry)
         {
             log::error("store_compaction_failed", &[("error", &e)]);
+        }
+        Ok(())
+    }
+
+    fn queue_mail(&self, mail: &[Mail]) -> Result<(), Ending> {
+        self.say_patiently(Reply::StoredHeader { count: mail.len() })?;
+        for m in mail {
+            let sent_at = clock::rfc3339_secs(m.sent_at);
+            let (from, text) = (&m.from, &m.text);
+            self.say_patiently(Reply::Stored {
+                from,
+                sent_at: &sent_at,
+                text,
+            })?;
         }
         Ok(())
     }
