@@ -233,7 +233,6 @@ pub enum ErrorReply<'a> {
     SignInTimeout { secs: u64 },
     MailboxFull { name: &'a str },
     StoreFailed,
-    TooSlow,
 }
 
 /// The lines of `~:h:`.
@@ -394,9 +393,6 @@ impl fmt::Display for ErrorReply<'_> {
             }
             ErrorReply::StoreFailed => {
                 write!(f, "The server could not save that; please try again later.")
-            }
-            ErrorReply::TooSlow => {
-                write!(f, "You are not reading fast enough; disconnecting.")
             }
         }
     }

@@ -201,12 +201,20 @@ impl Registry {
         }
     }
 
-    /// Marks `name` online with `outbox`, tells the others, and hands over its mailbox. If
-    /// the account was already online, that older connection is told and closed instead.
+    /// Welcomes `name`, marks it online with `outbox`, tells the others, and hands over its
+    /// mailbox. If the account was already online, that older connection is told and closed
+    /// instead. The welcome is queued under the same lock as going online, so a client that
+    /// has seen it is sure to see every broadcast that follows.
     pub fn sign_in(&mut self, name: &str, outbox: Arc<Outbox>) -> Option<SignedIn> {
         let key = name_key(name);
         let account = self.accounts.get_mut(&key)?;
         let name = account.name.clone();
+        if outbox
+            .push(Reply::Welcome { name: &name }.to_line())
+            .is_err()
+        {
+            return None;
+        }
         let mail: Vec<Mail> = account.mailbox.drain(..).collect();
         self.next_session += 1;
         let session = SessionId(self.next_session);
@@ -465,7 +473,8 @@ mod tests {
     fn overflowing_receiver_is_reported_not_waited_for() {
         let mut registry = registry_with(&["alice", "bob"]);
         let hangup: Hangup = Box::new(|| {});
-        let tiny = Arc::new(Outbox::new(8, hangup));
+        // Room for the welcome line (55 bytes), not for the message after it.
+        let tiny = Arc::new(Outbox::new(64, hangup));
         registry
             .sign_in("alice", outbox())
             .expect("alice")

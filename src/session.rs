@@ -346,8 +346,6 @@ impl<'a> Session<'a> {
 
     /// Welcomes the user, puts them online, and delivers their stored mail.
     fn sign_in(&self, name: String, lines: &mut dyn LineSource) -> Result<Presence<'a>, Ending> {
-        // Queued before going online, so the welcome is the first line after sign-in.
-        self.say(Reply::Welcome { name: &name })?;
         let signed_in =
             registry::lock(&self.shared.registry).sign_in(&name, Arc::clone(self.outbox));
         let Some(signed_in) = signed_in else {
