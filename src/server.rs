@@ -155,18 +155,30 @@ impl Server {
     /// Out of descriptors (EMFILE/ENFILE) the pending connection cannot even be accepted,
     /// so `accept` would fail again at once and spin. The classic cure: keep one spare
     /// descriptor, free it, accept and close the connection, then take the spare back.
+    ///
+    /// Linux fails `accept` with EMFILE even when no connection is pending, so the accept
+    /// below may wait for the next one, on the spare's slot. By the time it arrives, clients
+    /// may have left: if the spare can be taken back as well, there is room, and the new
+    /// connection is admitted instead of shed.
     fn on_accept_error(&self, e: &io::Error, reserve: &mut Option<File>) {
         log::error("accept_failed", &[("error", e)]);
         let out_of_fds = matches!(e.raw_os_error(), Some(23 | 24));
         if out_of_fds && reserve.take().is_some() {
             if let Ok((stream, peer)) = self.listener.accept() {
+                *reserve = open_reserve_fd();
+                if reserve.is_some() {
+                    self.admit(stream, peer);
+                    return;
+                }
                 log::warn(
                     "connection_shed",
                     &[("peer", &peer), ("reason", &"out of file descriptors")],
                 );
                 refuse(&stream, ErrorReply::ServerFull);
             }
-            *reserve = open_reserve_fd();
+            if reserve.is_none() {
+                *reserve = open_reserve_fd();
+            }
         }
         thread::sleep(ACCEPT_BACKOFF);
     }

@@ -21,7 +21,14 @@ pub const DEADLINE: Duration = Duration::from_secs(10);
 
 /// Flags that make the server fast and unlimited for functional tests. Tests of a limit
 /// pass that limit's flag explicitly (later flags win).
-pub const TEST_FLAGS: &[&str] = &["--kdf-iterations", "1000", "--rate", "0", "--max-per-ip", "0"];
+pub const TEST_FLAGS: &[&str] = &[
+    "--kdf-iterations",
+    "1000",
+    "--rate",
+    "0",
+    "--max-per-ip",
+    "0",
+];
 
 /// The path of the binary under test.
 pub fn server_binary() -> &'static Path {
@@ -35,7 +42,8 @@ impl TempDir {
     pub fn new(tag: &str) -> TempDir {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let path = std::env::temp_dir().join(format!("ptchat-test-{tag}-{}-{n}", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("ptchat-test-{tag}-{}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&path);
         fs::create_dir_all(&path).expect("create temp dir");
         TempDir(path)
@@ -88,8 +96,16 @@ impl Server {
 
     /// Starts the binary with exactly `args` and waits for its startup line.
     pub fn spawn(args: &[String]) -> Server {
-        let mut child = Command::new(server_binary())
-            .args(args)
+        let mut command = Command::new(server_binary());
+        command.args(args);
+        Server::spawn_command(command)
+    }
+
+    /// Starts `command`, which must exec the binary in the end (e.g. `sh -c 'ulimit -n 64;
+    /// exec "$0" "$@"' BINARY ARGS..`, so `pid()` is the server's), and waits for its
+    /// startup line.
+    pub fn spawn_command(mut command: Command) -> Server {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -127,7 +143,12 @@ impl Server {
             .and_then(|rest| rest.strip_suffix('.'))
             .and_then(|port| port.parse().ok())
             .unwrap_or_else(|| panic!("unexpected startup line {line:?}"));
-        Server { child, port, log, _dir: None }
+        Server {
+            child,
+            port,
+            log,
+            _dir: None,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -167,7 +188,8 @@ impl Server {
 
     /// A line from /proc/PID/status, e.g. `status_value("Threads")`.
     pub fn status_value(&self, key: &str) -> u64 {
-        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        let status =
+            fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
         status
             .lines()
             .find_map(|l| l.strip_prefix(&format!("{key}:")))
@@ -186,7 +208,9 @@ impl Server {
     }
 
     pub fn open_fds(&self) -> usize {
-        fs::read_dir(format!("/proc/{}/fd", self.pid())).map(|d| d.count()).unwrap_or(0)
+        fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
     }
 }
 
@@ -222,7 +246,11 @@ impl Client {
     pub fn connect(port: u16) -> Client {
         let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to server");
         let reader = BufReader::new(stream.try_clone().expect("clone socket"));
-        Client { stream, reader, seen: Vec::new() }
+        Client {
+            stream,
+            reader,
+            seen: Vec::new(),
+        }
     }
 
     /// Sends `line` followed by `\n`.
@@ -237,7 +265,9 @@ impl Client {
     /// The next line (without `\n`), or `None` if the server closed the connection or
     /// nothing arrived within `wait`.
     pub fn read_line_within(&mut self, wait: Duration) -> Option<String> {
-        self.stream.set_read_timeout(Some(wait)).expect("set timeout");
+        self.stream
+            .set_read_timeout(Some(wait))
+            .expect("set timeout");
         let mut bytes = Vec::new();
         match self.reader.read_until(b'\n', &mut bytes) {
             Ok(0) => None,
@@ -250,7 +280,10 @@ impl Client {
             Ok(_) => None,
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 if !bytes.is_empty() {
-                    panic!("partial line without newline: {:?}", String::from_utf8_lossy(&bytes));
+                    panic!(
+                        "partial line without newline: {:?}",
+                        String::from_utf8_lossy(&bytes)
+                    );
                 }
                 None
             }
@@ -265,13 +298,19 @@ impl Client {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                panic!("no line {what} within {DEADLINE:?}; received: {:#?}", self.seen);
+                panic!(
+                    "no line {what} within {DEADLINE:?}; received: {:#?}",
+                    self.seen
+                );
             }
             match self.read_line_within(left) {
                 Some(line) if want(&line) => return line,
                 Some(_) => {}
                 None if Instant::now() < deadline => {
-                    panic!("connection closed before a line {what}; received: {:#?}", self.seen)
+                    panic!(
+                        "connection closed before a line {what}; received: {:#?}",
+                        self.seen
+                    )
                 }
                 None => {}
             }
@@ -292,7 +331,10 @@ impl Client {
     pub fn next_line(&mut self) -> String {
         match self.read_line_within(DEADLINE) {
             Some(line) => line,
-            None => panic!("no next line within {DEADLINE:?}; received: {:#?}", self.seen),
+            None => panic!(
+                "no next line within {DEADLINE:?}; received: {:#?}",
+                self.seen
+            ),
         }
     }
 
@@ -307,17 +349,24 @@ impl Client {
     /// deadline. Lines that arrive first are kept in `seen`.
     pub fn expect_closed(&mut self) {
         let deadline = Instant::now() + DEADLINE;
-        self.stream.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
+        self.stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
         let mut buf = [0u8; 4096];
         loop {
             match self.reader.read(&mut buf) {
                 Ok(0) => return,
-                Ok(n) => self.seen.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+                Ok(n) => self
+                    .seen
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned()),
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                 Err(_) => return,
             }
             if Instant::now() > deadline {
-                panic!("connection still open after {DEADLINE:?}; received: {:#?}", self.seen);
+                panic!(
+                    "connection still open after {DEADLINE:?}; received: {:#?}",
+                    self.seen
+                );
             }
         }
     }
@@ -328,7 +377,10 @@ impl Client {
     pub fn expect_nothing_pending(&mut self) {
         self.send("~:h:");
         let line = self.next_line();
-        assert_eq!(line, "* Commands:", "expected nothing before the help reply");
+        assert_eq!(
+            line, "* Commands:",
+            "expected nothing before the help reply"
+        );
         for _ in 1..7 {
             self.next_line();
         }
