@@ -17,6 +17,18 @@ release:
 run: release
 	./target/release/chat_server $(PORT)
 
+# The benchmark (docs/PERFORMANCE.md). Not part of `make test`: it takes minutes and wants
+# the machine to itself. The scale scenario needs one descriptor per client in the bench and
+# in the server, so the soft `ulimit -n` is raised to the hard limit first.
+BENCH_JSON ?= target/bench/results.json
+
+bench: release
+	ulimit -n $$(ulimit -Hn) 2>/dev/null; ./target/release/chat_bench --json $(BENCH_JSON)
+
+bench-compare: release
+	command -v ncat >/dev/null || (apt-get update && apt-get install -y ncat)
+	ulimit -n $$(ulimit -Hn) 2>/dev/null; ./target/release/chat_bench --compare --json target/bench/compare.json
+
 test:
 	$(CARGO) test --all-targets
 

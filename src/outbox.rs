@@ -49,6 +49,23 @@ struct Queue {
     /// session when something it queued has really left (see [`Outbox::wait_written`]).
     pushed: u64,
     written: u64,
+    /// The writer sleeps on `changed` waiting for lines. Only then does a push wake it: a
+    /// wake-up is a syscall, and one per line per receiver was the server's largest cost.
+    writer_waiting: bool,
+    /// Other threads sleeping on `changed` (in `push_wait` or `wait_written`).
+    waiters: usize,
+}
+
+/// A line was queued by [`Outbox::push_deferred`]; what the caller must do about it once it
+/// holds no lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pushed {
+    /// The writer sleeps: call [`Outbox::wake`].
+    pub wake: bool,
+    /// The queue is over half full: its writer has fallen behind. The sender should give
+    /// the writers the CPU before sending more, or a burst from a fast sender overflows
+    /// queues whose clients read fine but whose writers were not scheduled.
+    pub crowded: bool,
 }
 
 /// A bounded, byte-counted queue of lines for one client.
@@ -70,6 +87,8 @@ impl Outbox {
                 state: State::Open,
                 pushed: 0,
                 written: 0,
+                writer_waiting: false,
+                waiters: 0,
             }),
             changed: Condvar::new(),
             limit_bytes,
@@ -82,9 +101,21 @@ impl Outbox {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues `line` without blocking. On overflow the outbox aborts itself (see
-    /// [`PushError::Full`]); the caller hangs up after releasing its locks.
+    /// Queues `line` without blocking and wakes the writer if it sleeps. On overflow the
+    /// outbox aborts itself (see [`PushError::Full`]); the caller hangs up after releasing
+    /// its locks.
     pub fn push(&self, line: Arc<str>) -> Result<(), PushError> {
+        let pushed = self.push_deferred(line);
+        if !matches!(pushed, Ok(Pushed { wake: false, .. })) {
+            self.wake();
+        }
+        pushed.map(|_| ())
+    }
+
+    /// Queues `line` like [`Outbox::push`] but leaves waking the writer to the caller (see
+    /// [`Pushed`]). A thread woken under the registry lock can preempt the lock holder,
+    /// and every other client then queues on the lock (docs/PERFORMANCE.md).
+    pub fn push_deferred(&self, line: Arc<str>) -> Result<Pushed, PushError> {
         let mut queue = self.lock();
         if queue.state != State::Open {
             return Err(PushError::Closed);
@@ -92,14 +123,21 @@ impl Outbox {
         if queue.bytes + line.len() > self.limit_bytes {
             queue.state = State::Aborted;
             stats::record_queue_drop();
-            self.changed.notify_all();
             return Err(PushError::Full);
         }
         queue.bytes += line.len();
         queue.pushed += 1;
         queue.lines.push_back(line);
+        Ok(Pushed {
+            wake: queue.writer_waiting,
+            crowded: queue.bytes > self.limit_bytes / 2,
+        })
+    }
+
+    /// Wakes the writer (and anyone waiting for room) to look at the queue again. Called
+    /// with the queue unlocked, so the woken thread does not at once block on it.
+    pub fn wake(&self) {
         self.changed.notify_all();
-        Ok(())
     }
 
     /// Queues `line`, waiting up to `patience` for room. For replies this client asked for
@@ -127,11 +165,13 @@ impl Outbox {
                 self.changed.notify_all();
                 return Err(PushError::Full);
             }
+            queue.waiters += 1;
             queue = self
                 .changed
                 .wait_timeout(queue, deadline - now)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
+            queue.waiters -= 1;
         }
     }
 
@@ -176,18 +216,25 @@ impl Outbox {
             if queue.state == State::Aborted || now >= deadline {
                 return false;
             }
+            queue.waiters += 1;
             queue = self
                 .changed
                 .wait_timeout(queue, deadline - now)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
+            queue.waiters -= 1;
         }
     }
 
     /// For the writer: `lines` more lines reached the transport.
     fn record_written(&self, lines: u64) {
-        self.lock().written += lines;
-        self.changed.notify_all();
+        let mut queue = self.lock();
+        queue.written += lines;
+        let anyone_waits = queue.waiters > 0;
+        drop(queue);
+        if anyone_waits {
+            self.changed.notify_all();
+        }
     }
 
     /// True once the outbox was aborted (overflow or hang-up).
@@ -207,10 +254,12 @@ impl Outbox {
                 _ if !queue.lines.is_empty() => break,
                 _ => {}
             }
+            queue.writer_waiting = true;
             queue = self
                 .changed
                 .wait(queue)
                 .unwrap_or_else(PoisonError::into_inner);
+            queue.writer_waiting = false;
         }
         let count = queue.lines.len() as u64;
         for line in queue.lines.drain(..) {
@@ -218,7 +267,11 @@ impl Outbox {
         }
         queue.bytes = 0;
         // Room was made: wake anyone in `push_wait`.
-        self.changed.notify_all();
+        let anyone_waits = queue.waiters > 0;
+        drop(queue);
+        if anyone_waits {
+            self.changed.notify_all();
+        }
         Some(count)
     }
 }

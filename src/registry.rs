@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::limits::MAILBOX_CAP;
 use crate::log;
-use crate::outbox::{Outbox, PushError};
+use crate::outbox::{Outbox, PushError, Pushed};
 use crate::password::PasswordHash;
 use crate::protocol::{Reply, name_key};
 use crate::stats;
@@ -81,15 +81,25 @@ pub struct Registry {
     next_mail_id: u64,
 }
 
-/// Outboxes that overflowed during one operation. Must be disconnected, but only after the
-/// registry lock is released (hanging up is a syscall).
+/// What one operation leaves to do once the registry lock is released (both are syscalls):
+/// outboxes that overflowed, to be disconnected, and sleeping writers to wake for the
+/// lines just queued.
 #[must_use = "overflowed clients must be disconnected after the lock is released"]
 #[derive(Default)]
-pub struct Overflowed(Vec<(String, Arc<Outbox>)>);
+pub struct Overflowed(Vec<(String, Arc<Outbox>)>, Vec<Arc<Outbox>>, bool);
 
 impl Overflowed {
-    /// Hangs up every overflowed client and logs why. Call with no lock held.
+    /// Wakes the writers that got lines, yields the CPU to them if some have fallen
+    /// behind, then hangs up every overflowed client and logs why. Call with no lock held,
+    /// on the thread of the client that caused the lines, so a fast sender is slowed down
+    /// (by TCP, in the end) instead of its readers' queues overflowing.
     pub fn disconnect(self) {
+        for outbox in self.1 {
+            outbox.wake();
+        }
+        if self.2 {
+            std::thread::yield_now();
+        }
         for (name, outbox) in self.0 {
             log::warn(
                 "sendq_exceeded",
@@ -99,9 +109,16 @@ impl Overflowed {
         }
     }
 
-    fn note(&mut self, name: &str, outbox: &Arc<Outbox>, pushed: Result<(), PushError>) {
-        if pushed == Err(PushError::Full) {
-            self.0.push((name.to_string(), Arc::clone(outbox)));
+    fn note(&mut self, name: &str, outbox: &Arc<Outbox>, pushed: Result<Pushed, PushError>) {
+        match pushed {
+            Ok(Pushed { wake, crowded }) => {
+                if wake {
+                    self.1.push(Arc::clone(outbox));
+                }
+                self.2 |= crowded;
+            }
+            Err(PushError::Full) => self.0.push((name.to_string(), Arc::clone(outbox))),
+            Err(PushError::Closed) => {}
         }
     }
 }
@@ -286,7 +303,11 @@ impl Registry {
                 continue;
             }
             let line = if *key == to_key { &marked } else { &plain };
-            overflowed.note(key, &online.outbox, online.outbox.push(Arc::clone(line)));
+            overflowed.note(
+                key,
+                &online.outbox,
+                online.outbox.push_deferred(Arc::clone(line)),
+            );
             receivers += 1;
         }
         stats::record_relayed(receivers);
@@ -310,7 +331,7 @@ impl Registry {
         let mut overflowed = Overflowed::default();
         if let Some(online) = self.online.get(&to_key) {
             let line = Reply::Private { from, text }.to_line();
-            overflowed.note(&to_name, &online.outbox, online.outbox.push(line));
+            overflowed.note(&to_name, &online.outbox, online.outbox.push_deferred(line));
             stats::record_relayed(1);
             return Ok((PrivateOutcome::Delivered { to: to_name }, overflowed));
         }
@@ -370,7 +391,11 @@ impl Registry {
             if key == skip_key {
                 continue;
             }
-            overflowed.note(key, &online.outbox, online.outbox.push(Arc::clone(&line)));
+            overflowed.note(
+                key,
+                &online.outbox,
+                online.outbox.push_deferred(Arc::clone(&line)),
+            );
             receivers += 1;
         }
         stats::record_relayed(receivers);
