@@ -276,6 +276,11 @@ impl Outbox {
     }
 }
 
+/// Pause of a writer after writing a burst (see `run_writer`). It adds at most this much
+/// delay to lines that arrive while their writer lingers; a line arriving at a sleeping
+/// writer goes out at once.
+const WRITER_LINGER: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// Capacity kept in the writer's buffer between batches; a burst may grow it, after which it
 /// shrinks back so an idle client does not keep a large buffer for life.
 const WRITER_BUF_KEEP: usize = 16 * 1024;
@@ -291,6 +296,12 @@ pub fn run_writer<W: Write>(outbox: &Outbox, mut socket: W) -> std::io::Result<(
             break;
         }
         outbox.record_written(lines);
+        // In a burst (more than one line was waiting), linger after the write so the lines
+        // still coming go out together in the next write instead of costing a wake-up and
+        // a write each. A lone line is never delayed.
+        if lines > 1 {
+            std::thread::sleep(WRITER_LINGER);
+        }
         stats::record_bytes_out(buf.len());
         buf.clear();
         if buf.capacity() > WRITER_BUF_KEEP {
