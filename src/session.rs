@@ -19,7 +19,7 @@ use crate::clock;
 use crate::limits::{ASKED_REPLY_WAIT, MAX_FLOOD_STRIKES, MAX_PASSWORD_BYTES, MAX_PASSWORD_TRIES};
 use crate::line_reader::{Line, LineSource};
 use crate::log;
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, PushError};
 use crate::password::PasswordHash;
 use crate::protocol::{self, Command, ErrorReply, HELP, Reply, name_key};
 use crate::ratelimit::TokenBucket;
@@ -154,14 +154,26 @@ impl<'a> Session<'a> {
     fn say(&self, reply: Reply) -> Result<(), Ending> {
         self.outbox
             .push(reply.to_line())
-            .map_err(|_| Ending::OutboxClosed)
+            .map_err(|e| self.outbox_refused(e))
     }
 
     /// Queues a reply the client asked for, waiting for room if needed (outside all locks).
     fn say_patiently(&self, reply: Reply) -> Result<(), Ending> {
         self.outbox
             .push_wait(reply.to_line(), ASKED_REPLY_WAIT)
-            .map_err(|_| Ending::OutboxClosed)
+            .map_err(|e| self.outbox_refused(e))
+    }
+
+    /// Our own outbox refused a reply. Overflow here is the SendQ limit biting on a client
+    /// that keeps asking without reading: logged like an overflow caused by others.
+    fn outbox_refused(&self, e: PushError) -> Ending {
+        if e == PushError::Full {
+            log::warn(
+                "sendq_exceeded",
+                &[("peer", &self.peer), ("action", &"disconnect")],
+            );
+        }
+        Ending::OutboxClosed
     }
 
     fn error(&self, error: ErrorReply) -> Result<(), Ending> {

@@ -437,6 +437,27 @@ fn a_client_that_stops_reading_is_cut_at_its_sendq() {
 }
 
 #[test]
+fn a_client_that_asks_without_reading_is_cut_at_its_own_sendq() {
+    let server = Server::start_with(&["--sendq", "4096"]);
+    let mut alice = server.sign_in("alice", "pw-a");
+    // A stranger sends bad names (each answered with a ~75-byte error) and never reads.
+    let stranger = server.connect();
+    let batch = "!\n".repeat(10_000);
+    let mut sent = 0;
+    while !server.log().contains("sendq_exceeded") {
+        assert!(sent < 16 << 20, "16 MiB of requests and no sendq_exceeded");
+        if (&stranger.stream).write_all(batch.as_bytes()).is_err() {
+            break; // cut off while writing: the log line is on its way
+        }
+        sent += batch.len();
+    }
+    server.expect_log("sendq_exceeded");
+    server.expect_log("reason=\"outbound queue closed");
+    alice.send("~:lu:");
+    alice.expect("* Users: 1 (1 online)");
+}
+
+#[test]
 fn a_panicking_session_is_removed_and_everyone_else_carries_on() {
     let server = Server::start();
     let mut alice = server.sign_in("alice", "pw-a");
