@@ -256,9 +256,11 @@ fn delay_after_wrong_passwords_grows() {
     }
     assert!(waits[3] >= base * 4, "{waits:?}");
     // Every failure is logged with the address it came from.
-    let log = server.log();
-    let failures = log.matches("WARN sign_in_failed peer=127.0.0.1:").count();
-    assert_eq!(failures, 4, "{log}");
+    let failures = |log: &str| log.matches("WARN sign_in_failed peer=127.0.0.1:").count();
+    wait_for("four failures in the log", || {
+        (failures(&server.log()) >= 4).then_some(())
+    });
+    assert_eq!(failures(&server.log()), 4, "{}", server.log());
 }
 
 #[test]
