@@ -8,7 +8,7 @@
 //! It must not do I/O. Its methods only look up, insert and push into [`Outbox`]es (memory
 //! work); socket writes happen on each client's writer thread, file writes in `store.rs`,
 //! password hashing in `password.rs`, all outside the lock. A client whose outbox overflows
-//! is returned to the caller in [`Overflowed`], to be disconnected once the lock is released.
+//! is returned to the caller in a [`Delivery`], to be disconnected once the lock is released.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -81,26 +81,32 @@ pub struct Registry {
     next_mail_id: u64,
 }
 
-/// What one operation leaves to do once the registry lock is released (both are syscalls):
-/// outboxes that overflowed, to be disconnected, and sleeping writers to wake for the
-/// lines just queued.
-#[must_use = "overflowed clients must be disconnected after the lock is released"]
+/// What one delivery leaves to do once the registry lock is released (each step is a
+/// syscall, so none may happen under the lock): wake the writers that got lines, give them
+/// the CPU if some have fallen behind, and disconnect the clients whose outboxes overflowed.
+#[must_use = "call complete() once the registry lock is released"]
 #[derive(Default)]
-pub struct Overflowed(Vec<(String, Arc<Outbox>)>, Vec<Arc<Outbox>>, bool);
+pub struct Delivery {
+    /// Outboxes that overflowed, with their user's name for the log.
+    overflowed: Vec<(String, Arc<Outbox>)>,
+    /// Outboxes whose writer sleeps and must be woken for the new lines.
+    to_wake: Vec<Arc<Outbox>>,
+    /// Some outbox is over half full: its writer has fallen behind.
+    crowded: bool,
+}
 
-impl Overflowed {
-    /// Wakes the writers that got lines, yields the CPU to them if some have fallen
-    /// behind, then hangs up every overflowed client and logs why. Call with no lock held,
-    /// on the thread of the client that caused the lines, so a fast sender is slowed down
-    /// (by TCP, in the end) instead of its readers' queues overflowing.
-    pub fn disconnect(self) {
-        for outbox in self.1 {
+impl Delivery {
+    /// Finishes the delivery. Call with no lock held, on the thread of the client that
+    /// caused the lines, so a fast sender is slowed down (by TCP, in the end) instead of
+    /// its readers' queues overflowing.
+    pub fn complete(self) {
+        for outbox in self.to_wake {
             outbox.wake();
         }
-        if self.2 {
+        if self.crowded {
             std::thread::yield_now();
         }
-        for (name, outbox) in self.0 {
+        for (name, outbox) in self.overflowed {
             log::warn(
                 "sendq_exceeded",
                 &[("user", &name), ("action", &"disconnect")],
@@ -113,11 +119,11 @@ impl Overflowed {
         match pushed {
             Ok(Pushed { wake, crowded }) => {
                 if wake {
-                    self.1.push(Arc::clone(outbox));
+                    self.to_wake.push(Arc::clone(outbox));
                 }
-                self.2 |= crowded;
+                self.crowded |= crowded;
             }
-            Err(PushError::Full) => self.0.push((name.to_string(), Arc::clone(outbox))),
+            Err(PushError::Full) => self.overflowed.push((name.to_string(), Arc::clone(outbox))),
             Err(PushError::Closed) => {}
         }
     }
@@ -134,7 +140,7 @@ pub struct SignedIn {
     /// Messages that waited in the mailbox, oldest first. The caller delivers them and then
     /// deletes them from the store.
     pub mail: Vec<Mail>,
-    pub overflowed: Overflowed,
+    pub delivery: Delivery,
 }
 
 /// The name is already registered (perhaps in another case).
@@ -226,41 +232,52 @@ impl Registry {
         let key = name_key(name);
         let account = self.accounts.get_mut(&key)?;
         let name = account.name.clone();
-        if outbox
-            .push(Reply::Welcome { name: &name }.to_line())
-            .is_err()
-        {
+        let welcomed = outbox.push_deferred(Reply::Welcome { name: &name }.to_line());
+        if welcomed.is_err() {
             return None;
         }
         let mail: Vec<Mail> = account.mailbox.drain(..).collect();
         self.next_session += 1;
         let session = SessionId(self.next_session);
-        let mut overflowed = Overflowed::default();
-        let previous = self.online.insert(key.clone(), Online { session, outbox });
+        let previous = self.online.insert(
+            key.clone(),
+            Online {
+                session,
+                outbox: Arc::clone(&outbox),
+            },
+        );
         let took_over = previous.is_some();
-        if let Some(old) = previous {
-            // Best effort: a stalled old connection may not take the notice.
-            let _ = old.outbox.push(Reply::TakenOver.to_line());
-            old.outbox.close();
-        } else {
-            let line = Reply::Joined { name: &name }.to_line();
-            overflowed = self.broadcast_line(&key, line);
-        }
+        let mut delivery = match previous {
+            Some(old) => {
+                // Best effort: a stalled old connection may not take the notice. Closing
+                // only flags the old outbox; its writer sends the notice, then hangs up.
+                let mut delivery = Delivery::default();
+                delivery.note(
+                    &name,
+                    &old.outbox,
+                    old.outbox.push_deferred(Reply::TakenOver.to_line()),
+                );
+                old.outbox.close();
+                delivery
+            }
+            None => self.broadcast_line(&key, Reply::Joined { name: &name }.to_line()),
+        };
+        delivery.note(&name, &outbox, welcomed);
         Some(SignedIn {
             name,
             session,
             took_over,
             mail,
-            overflowed,
+            delivery,
         })
     }
 
     /// Takes `name` offline if `session` is still its connection, and tells the others.
-    pub fn sign_out(&mut self, name: &str, session: SessionId) -> Overflowed {
+    pub fn sign_out(&mut self, name: &str, session: SessionId) -> Delivery {
         let key = name_key(name);
         match self.online.get(&key) {
             Some(online) if online.session == session => {}
-            _ => return Overflowed::default(),
+            _ => return Delivery::default(),
         }
         self.online.remove(&key);
         let line = Reply::Left { name }.to_line();
@@ -268,13 +285,13 @@ impl Registry {
     }
 
     /// Sends a plain line from `from` to every other online user.
-    pub fn public(&mut self, from: &str, text: &str) -> Overflowed {
+    pub fn public(&mut self, from: &str, text: &str) -> Delivery {
         let line = Reply::Public { from, text }.to_line();
         self.broadcast_line(&name_key(from), line)
     }
 
     /// Sends a tagged line to every other online user; `to` gets a marked copy.
-    pub fn tagged(&mut self, from: &str, to: &str, text: &str) -> Result<Overflowed, SendError> {
+    pub fn tagged(&mut self, from: &str, to: &str, text: &str) -> Result<Delivery, SendError> {
         let to_key = name_key(to);
         let to_name = &self
             .accounts
@@ -296,14 +313,14 @@ impl Registry {
         }
         .to_line();
         let from_key = name_key(from);
-        let mut overflowed = Overflowed::default();
+        let mut delivery = Delivery::default();
         let mut receivers = 0;
         for (key, online) in &self.online {
             if *key == from_key {
                 continue;
             }
             let line = if *key == to_key { &marked } else { &plain };
-            overflowed.note(
+            delivery.note(
                 key,
                 &online.outbox,
                 online.outbox.push_deferred(Arc::clone(line)),
@@ -311,7 +328,7 @@ impl Registry {
             receivers += 1;
         }
         stats::record_relayed(receivers);
-        Ok(overflowed)
+        Ok(delivery)
     }
 
     /// Sends a private line to `to`, or keeps it in `to`'s mailbox while `to` is offline.
@@ -321,19 +338,19 @@ impl Registry {
         to: &str,
         text: &str,
         now: u64,
-    ) -> Result<(PrivateOutcome, Overflowed), SendError> {
+    ) -> Result<(PrivateOutcome, Delivery), SendError> {
         let to_key = name_key(to);
         let account = self
             .accounts
             .get_mut(&to_key)
             .ok_or(SendError::UnknownUser)?;
         let to_name = account.name.clone();
-        let mut overflowed = Overflowed::default();
+        let mut delivery = Delivery::default();
         if let Some(online) = self.online.get(&to_key) {
             let line = Reply::Private { from, text }.to_line();
-            overflowed.note(&to_name, &online.outbox, online.outbox.push_deferred(line));
+            delivery.note(&to_name, &online.outbox, online.outbox.push_deferred(line));
             stats::record_relayed(1);
-            return Ok((PrivateOutcome::Delivered { to: to_name }, overflowed));
+            return Ok((PrivateOutcome::Delivered { to: to_name }, delivery));
         }
         if account.mailbox.len() >= MAILBOX_CAP {
             return Err(SendError::MailboxFull { to: to_name });
@@ -347,7 +364,7 @@ impl Registry {
             text: text.to_string(),
         };
         account.mailbox.push_back(mail.clone());
-        Ok((PrivateOutcome::Stored(mail), overflowed))
+        Ok((PrivateOutcome::Stored(mail), delivery))
     }
 
     /// Takes a stored message back out when it could not be made durable.
@@ -384,14 +401,14 @@ impl Registry {
 
     /// Pushes one shared line to every online user except `skip_key`. One allocation for
     /// all receivers: each push clones the `Arc`, not the text.
-    fn broadcast_line(&self, skip_key: &str, line: Arc<str>) -> Overflowed {
-        let mut overflowed = Overflowed::default();
+    fn broadcast_line(&self, skip_key: &str, line: Arc<str>) -> Delivery {
+        let mut delivery = Delivery::default();
         let mut receivers = 0;
         for (key, online) in &self.online {
             if key == skip_key {
                 continue;
             }
-            overflowed.note(
+            delivery.note(
                 key,
                 &online.outbox,
                 online.outbox.push_deferred(Arc::clone(&line)),
@@ -399,7 +416,7 @@ impl Registry {
             receivers += 1;
         }
         stats::record_relayed(receivers);
-        overflowed
+        delivery
     }
 }
 
@@ -450,17 +467,17 @@ mod tests {
         );
         let signed_in = registry.sign_in("bob", outbox()).expect("account exists");
         assert_eq!(signed_in.mail, vec![mail]);
-        signed_in.overflowed.disconnect();
+        signed_in.delivery.complete();
     }
 
     #[test]
     fn mailbox_is_capped() {
         let mut registry = registry_with(&["alice", "bob"]);
         for i in 0..MAILBOX_CAP {
-            let (_, overflowed) = registry
+            let (_, delivery) = registry
                 .private("alice", "bob", &i.to_string(), 0)
                 .expect("room");
-            overflowed.disconnect();
+            delivery.complete();
         }
         let full = registry.private("alice", "bob", "one more", 0);
         assert_eq!(
@@ -488,9 +505,9 @@ mod tests {
         let first = registry.sign_in("alice", outbox()).expect("account");
         let second = registry.sign_in("alice", outbox()).expect("account");
         assert!(second.took_over);
-        registry.sign_out("alice", first.session).disconnect();
+        registry.sign_out("alice", first.session).complete();
         assert_eq!(registry.users(), vec![("alice".to_string(), true)]);
-        registry.sign_out("alice", second.session).disconnect();
+        registry.sign_out("alice", second.session).complete();
         assert_eq!(registry.users(), vec![("alice".to_string(), false)]);
     }
 
@@ -503,16 +520,16 @@ mod tests {
         registry
             .sign_in("alice", outbox())
             .expect("alice")
-            .overflowed
-            .disconnect();
+            .delivery
+            .complete();
         registry
             .sign_in("bob", Arc::clone(&tiny))
             .expect("bob")
-            .overflowed
-            .disconnect();
-        let overflowed = registry.public("alice", "far more than eight bytes");
-        assert_eq!(overflowed.0.len(), 1);
-        overflowed.disconnect();
+            .delivery
+            .complete();
+        let delivery = registry.public("alice", "far more than eight bytes");
+        assert_eq!(delivery.overflowed.len(), 1);
+        delivery.complete();
         assert!(tiny.is_aborted());
     }
 }

@@ -84,8 +84,8 @@ struct Presence<'a> {
 
 impl Drop for Presence<'_> {
     fn drop(&mut self) {
-        let overflowed = registry::lock(&self.shared.registry).sign_out(&self.name, self.session);
-        overflowed.disconnect();
+        let delivery = registry::lock(&self.shared.registry).sign_out(&self.name, self.session);
+        delivery.complete();
     }
 }
 
@@ -363,7 +363,7 @@ impl<'a> Session<'a> {
         let Some(signed_in) = signed_in else {
             return Err(Ending::OutboxClosed);
         };
-        signed_in.overflowed.disconnect();
+        signed_in.delivery.complete();
         lines.set_deadline(None);
         let presence = Presence {
             shared: self.shared,
@@ -436,16 +436,16 @@ impl<'a> Session<'a> {
             Command::Nothing => Ok(()),
             Command::Public { text } => {
                 self.log_message("public", &me.name, "", &text);
-                let overflowed = registry::lock(&self.shared.registry).public(&me.name, &text);
-                overflowed.disconnect();
+                let delivery = registry::lock(&self.shared.registry).public(&me.name, &text);
+                delivery.complete();
                 Ok(())
             }
             Command::Tagged { to, text } => {
                 self.log_message("tagged", &me.name, &to, &text);
                 let sent = registry::lock(&self.shared.registry).tagged(&me.name, &to, &text);
                 match sent {
-                    Ok(overflowed) => {
-                        overflowed.disconnect();
+                    Ok(delivery) => {
+                        delivery.complete();
                         Ok(())
                     }
                     Err(e) => self.send_error(e, &to),
@@ -472,7 +472,7 @@ impl<'a> Session<'a> {
         let mut writer = self.shared.store.writer();
         let now = clock::unix_now();
         let sent = registry::lock(&self.shared.registry).private(&me.name, to, text, now);
-        let (outcome, overflowed) = match sent {
+        let (outcome, delivery) = match sent {
             Ok(sent) => sent,
             Err(e) => {
                 drop(writer);
@@ -482,7 +482,7 @@ impl<'a> Session<'a> {
         let stored = match outcome {
             PrivateOutcome::Delivered { to } => {
                 drop(writer);
-                overflowed.disconnect();
+                delivery.complete();
                 return self.say(Reply::PrivateDelivered { to: &to });
             }
             PrivateOutcome::Stored(mail) => mail,
