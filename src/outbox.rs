@@ -68,6 +68,14 @@ pub struct Pushed {
     pub crowded: bool,
 }
 
+impl Queue {
+    fn append(&mut self, line: Arc<str>) {
+        self.bytes += line.len();
+        self.pushed += 1;
+        self.lines.push_back(line);
+    }
+}
+
 /// A bounded, byte-counted queue of lines for one client.
 pub struct Outbox {
     queue: Mutex<Queue>,
@@ -125,9 +133,7 @@ impl Outbox {
             stats::record_queue_drop();
             return Err(PushError::Full);
         }
-        queue.bytes += line.len();
-        queue.pushed += 1;
-        queue.lines.push_back(line);
+        queue.append(line);
         Ok(Pushed {
             wake: queue.writer_waiting,
             crowded: queue.bytes > self.limit_bytes / 2,
@@ -152,26 +158,17 @@ impl Outbox {
             }
             // A line bigger than the whole budget is let through alone rather than never.
             if queue.bytes + line.len() <= self.limit_bytes || queue.lines.is_empty() {
-                queue.bytes += line.len();
-                queue.pushed += 1;
-                queue.lines.push_back(line);
+                queue.append(line);
                 self.changed.notify_all();
                 return Ok(());
             }
-            let now = Instant::now();
-            if now >= deadline {
+            if Instant::now() >= deadline {
                 queue.state = State::Aborted;
                 stats::record_queue_drop();
                 self.changed.notify_all();
                 return Err(PushError::Full);
             }
-            queue.waiters += 1;
-            queue = self
-                .changed
-                .wait_timeout(queue, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-            queue.waiters -= 1;
+            queue = self.wait_for_change(queue, deadline);
         }
     }
 
@@ -212,18 +209,28 @@ impl Outbox {
             if queue.written >= mark {
                 return true;
             }
-            let now = Instant::now();
-            if queue.state == State::Aborted || now >= deadline {
+            if queue.state == State::Aborted || Instant::now() >= deadline {
                 return false;
             }
-            queue.waiters += 1;
-            queue = self
-                .changed
-                .wait_timeout(queue, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-            queue.waiters -= 1;
+            queue = self.wait_for_change(queue, deadline);
         }
+    }
+
+    /// Sleeps until the queue changes or `deadline` passes, counted among the waiters so
+    /// the writer knows someone needs its signal.
+    fn wait_for_change<'q>(
+        &self,
+        mut queue: MutexGuard<'q, Queue>,
+        deadline: Instant,
+    ) -> MutexGuard<'q, Queue> {
+        queue.waiters += 1;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (mut queue, _) = self
+            .changed
+            .wait_timeout(queue, left)
+            .unwrap_or_else(PoisonError::into_inner);
+        queue.waiters -= 1;
+        queue
     }
 
     /// For the writer: `lines` more lines reached the transport.

@@ -16,38 +16,15 @@
 //! - `LineReader` matches a simple reference model on every stream, however the stream is
 //!   split into reads, and never returns text longer than `MAX_LINE_BYTES` input bytes.
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::{self, Read};
 
+use common::Rng;
 use ptchat::limits::{MAX_LINE_BYTES, MAX_NAME_LEN};
 use ptchat::line_reader::{Line, LineReader};
 use ptchat::protocol::{self, Command, Reply, clean_line, validate_name};
-
-/// SplitMix64: tiny, fast, and good enough to spread inputs over the interesting space.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n` (`n > 0`).
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len())]
-    }
-
-    fn chance(&mut self, one_in: usize) -> bool {
-        self.below(one_in) == 0
-    }
-}
 
 const SEED: u64 = 0x7074_6368_6174_2134; // "ptchat!4"
 

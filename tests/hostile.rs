@@ -15,27 +15,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Client, DEADLINE, Server, TEST_FLAGS, TempDir, server_binary, wait_for};
+use common::{Client, DEADLINE, Rng, Server, TEST_FLAGS, TempDir, server_binary, wait_for};
 
 const GREETING_START: &str = "* Welcome to ptchat.";
 const SERVER_FULL: &str = "! Server full; try again later.";
-
-/// SplitMix64, for reproducible garbage.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.next() as u8).collect()
-    }
-}
 
 /// Threads and open descriptors of the server right now.
 fn footprint(server: &Server) -> (u64, usize) {
