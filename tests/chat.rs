@@ -190,9 +190,7 @@ fn three_wrong_passwords_close_the_connection() {
 #[test]
 fn names_are_case_insensitive() {
     let server = Server::start();
-    let mut alice = server.sign_in("Alice", "pw-a");
-    let mut bob = server.sign_in("bob", "pw-b");
-    alice.expect("* bob joined.");
+    let [mut alice, mut bob] = server.sign_in_all([("Alice", "pw-a"), ("bob", "pw-b")]);
 
     // `alice` is the existing account `Alice`, not a new one.
     let mut other = server.connect();
@@ -236,9 +234,7 @@ fn nothing_sent_before_sign_in_reaches_anyone() {
 #[test]
 fn join_notice_reaches_everyone_already_online() {
     let server = Server::start();
-    let mut alice = server.sign_in("alice", "pw-a");
-    let mut bob = server.sign_in("bob", "pw-b");
-    alice.expect("* bob joined.");
+    let [mut alice, mut bob] = server.sign_in_all([("alice", "pw-a"), ("bob", "pw-b")]);
     let mut carol = server.sign_in("carol", "pw-c");
     alice.expect("* carol joined.");
     bob.expect("* carol joined.");
@@ -250,9 +246,7 @@ fn join_notice_reaches_everyone_already_online() {
 #[test]
 fn quit_says_goodbye_closes_and_tells_the_others() {
     let server = Server::start();
-    let mut alice = server.sign_in("alice", "pw-a");
-    let mut bob = server.sign_in("bob", "pw-b");
-    alice.expect("* bob joined.");
+    let [mut alice, mut bob] = server.sign_in_all([("alice", "pw-a"), ("bob", "pw-b")]);
     alice.send("~:q!:");
     assert_eq!(alice.next_line(), "* Goodbye, alice.");
     alice.expect_closed();
@@ -275,9 +269,7 @@ fn plain_disconnect_tells_the_others() {
 #[test]
 fn second_sign_in_takes_over_without_a_leave_notice() {
     let server = Server::start();
-    let mut old = server.sign_in("alice", "pw-a");
-    let mut bob = server.sign_in("bob", "pw-b");
-    old.expect("* bob joined.");
+    let [mut old, mut bob] = server.sign_in_all([("alice", "pw-a"), ("bob", "pw-b")]);
     let mut new = server.sign_in("alice", "pw-a");
     assert_eq!(
         old.next_line(),
@@ -300,9 +292,7 @@ fn second_sign_in_takes_over_without_a_leave_notice() {
 #[test]
 fn public_message_reaches_others_but_not_the_sender() {
     let server = Server::start();
-    let mut alice = server.sign_in("alice", "pw-a");
-    let mut bob = server.sign_in("bob", "pw-b");
-    alice.expect("* bob joined.");
+    let [mut alice, mut bob] = server.sign_in_all([("alice", "pw-a"), ("bob", "pw-b")]);
     alice.send("hello everyone");
     bob.expect("alice: hello everyone");
     alice.expect_nothing_pending();
@@ -311,11 +301,8 @@ fn public_message_reaches_others_but_not_the_sender() {
 #[test]
 fn tagged_message_marks_only_the_targets_copy() {
     let server = Server::start();
-    let mut alice = server.sign_in("alice", "pw-a");
-    let mut bob = server.sign_in("bob", "pw-b");
-    let mut carol = server.sign_in("carol", "pw-c");
-    alice.expect("* carol joined.");
-    bob.expect("* carol joined.");
+    let [mut alice, mut bob, mut carol] =
+        server.sign_in_all([("alice", "pw-a"), ("bob", "pw-b"), ("carol", "pw-c")]);
     alice.send("~-@bob: look at this");
     assert_eq!(bob.next_line(), "[tagged] alice @bob: look at this");
     assert_eq!(carol.next_line(), "alice @bob: look at this");
@@ -327,11 +314,8 @@ fn tagged_message_marks_only_the_targets_copy() {
 #[test]
 fn private_message_to_an_online_user_reaches_only_them() {
     let server = Server::start();
-    let mut alice = server.sign_in("alice", "pw-a");
-    let mut bob = server.sign_in("bob", "pw-b");
-    let mut carol = server.sign_in("carol", "pw-c");
-    alice.expect("* carol joined.");
-    bob.expect("* carol joined.");
+    let [mut alice, mut bob, mut carol] =
+        server.sign_in_all([("alice", "pw-a"), ("bob", "pw-b"), ("carol", "pw-c")]);
     alice.send("~->bob: psst");
     assert_eq!(alice.next_line(), "* Private message delivered to bob.");
     assert_eq!(bob.next_line(), "[private] alice: psst");
@@ -389,9 +373,7 @@ fn list_users_shows_every_account_online_or_offline() {
     let mut bob = server.sign_in("bob", "pw-b");
     bob.send("~:q!:");
     bob.expect_closed();
-    let mut carol = server.sign_in("Carol", "pw-c");
-    let mut alice = server.sign_in("alice", "pw-a");
-    carol.expect("* alice joined.");
+    let [mut carol, mut alice] = server.sign_in_all([("Carol", "pw-c"), ("alice", "pw-a")]);
     alice.send("~:lu:");
     assert_eq!(alice.next_line(), "* Users: 3 (2 online)");
     assert_eq!(alice.next_line(), "*   alice online");
@@ -404,9 +386,7 @@ fn list_users_shows_every_account_online_or_offline() {
 #[test]
 fn help_lists_every_command() {
     let server = Server::start();
-    let mut alice = server.sign_in("alice", "pw-a");
-    let mut bob = server.sign_in("bob", "pw-b");
-    alice.expect("* bob joined.");
+    let [mut alice, mut bob] = server.sign_in_all([("alice", "pw-a"), ("bob", "pw-b")]);
     alice.send("~:h:");
     for expected in HELP {
         assert_eq!(alice.next_line(), expected);
@@ -419,9 +399,7 @@ fn help_lists_every_command() {
 #[test]
 fn unknown_user_is_an_error_to_the_sender_only() {
     let server = Server::start();
-    let mut alice = server.sign_in("alice", "pw-a");
-    let mut bob = server.sign_in("bob", "pw-b");
-    alice.expect("* bob joined.");
+    let [mut alice, mut bob] = server.sign_in_all([("alice", "pw-a"), ("bob", "pw-b")]);
     for line in ["~-@zed: hi", "~->zed: hi"] {
         alice.send(line);
         assert_eq!(
@@ -468,9 +446,7 @@ fn malformed_commands_are_errors_to_the_sender_only() {
         ("~->bob: ", NO_TEXT),
     ];
     let server = Server::start();
-    let mut alice = server.sign_in("alice", "pw-a");
-    let mut bob = server.sign_in("bob", "pw-b");
-    alice.expect("* bob joined.");
+    let [mut alice, mut bob] = server.sign_in_all([("alice", "pw-a"), ("bob", "pw-b")]);
     for (line, error) in rows {
         alice.send(line);
         assert_eq!(alice.next_line(), error, "line {line:?}");
@@ -482,9 +458,7 @@ fn malformed_commands_are_errors_to_the_sender_only() {
 #[test]
 fn empty_and_whitespace_lines_are_ignored() {
     let server = Server::start();
-    let mut alice = server.sign_in("alice", "pw-a");
-    let mut bob = server.sign_in("bob", "pw-b");
-    alice.expect("* bob joined.");
+    let [mut alice, mut bob] = server.sign_in_all([("alice", "pw-a"), ("bob", "pw-b")]);
     alice.send_raw(b"\n   \n\t\n\r\n \t \r\n");
     alice.expect_nothing_pending();
     bob.expect_nothing_pending();
@@ -493,9 +467,7 @@ fn empty_and_whitespace_lines_are_ignored() {
 #[test]
 fn over_long_line_is_refused_whole_and_the_connection_still_works() {
     let server = Server::start();
-    let mut alice = server.sign_in("alice", "pw-a");
-    let mut bob = server.sign_in("bob", "pw-b");
-    alice.expect("* bob joined.");
+    let [mut alice, mut bob] = server.sign_in_all([("alice", "pw-a"), ("bob", "pw-b")]);
     const TOO_LONG: &str = "! Line too long (limit 1024 bytes); it was not sent.";
 
     // One byte over the limit, and a line far beyond it: one error each, nothing delivered.

@@ -99,9 +99,7 @@ fn restart_keeps_accounts_and_still_rejects_wrong_passwords() {
 fn restart_keeps_mail_for_offline_users_and_delivers_it_once() {
     let dir = TempDir::new("restart-mail");
     let mut server = Server::start_in(dir.path(), &[]);
-    let mut alice = server.sign_in("alice", "pw-a");
-    let mut bob = server.sign_in("bob", "pw-b");
-    alice.expect("* bob joined.");
+    let [mut alice, mut bob] = server.sign_in_all([("alice", "pw-a"), ("bob", "pw-b")]);
     quit(&mut bob, "bob");
     alice.expect("* bob left.");
     alice.send("~->bob: first");

@@ -357,9 +357,7 @@ fn flooding_is_cut_to_the_burst_then_disconnected() {
     const BURST: usize = 10;
     const FLOOD: usize = BURST + 50; // the burst, then 50 drops in a row
     let server = Server::start_with(&["--rate", "1", "--burst", "10"]);
-    let mut flooder = server.sign_in("flooder", "pw-f");
-    let mut bob = server.sign_in("bob", "pw-b");
-    flooder.expect("* bob joined.");
+    let [mut flooder, mut bob] = server.sign_in_all([("flooder", "pw-f"), ("bob", "pw-b")]);
     // Signing in spent two of the flooder's ten tokens, and some may have come back at
     // 1 line/s since: between BURST - 2 and BURST lines may pass, never more.
 
@@ -447,9 +445,7 @@ fn a_client_that_asks_without_reading_is_cut_at_its_own_sendq() {
 fn a_panicking_session_is_removed_and_everyone_else_carries_on() {
     let server = Server::start();
     let mut alice = server.sign_in("alice", "pw-a");
-    let mut bob = server.sign_in("bob", "pw-b");
-    let mut carol = server.sign_in("carol", "pw-c");
-    bob.expect("* carol joined.");
+    let [mut bob, mut carol] = server.sign_in_all([("bob", "pw-b"), ("carol", "pw-c")]);
     alice.send("~:panic!:");
     if !cfg!(debug_assertions) {
         // Release builds have no such command; the test binary and the server share a profile.

@@ -159,9 +159,7 @@ fn parser_accepts_the_format_and_rejects_near_misses() {
 #[test]
 fn events_carry_their_fields_and_no_chat_text_by_default() {
     let server = Server::start();
-    let mut alice = server.sign_in("alice", "pw-a");
-    let mut bob = server.sign_in("bob", "pw-b");
-    alice.expect("* bob joined.");
+    let [mut alice, mut bob] = server.sign_in_all([("alice", "pw-a"), ("bob", "pw-b")]);
     alice.send("public secret 7d1f");
     bob.expect("alice: public secret 7d1f");
     alice.send("~->bob: private secret 93ac");
@@ -247,9 +245,7 @@ fn events_carry_their_fields_and_no_chat_text_by_default() {
 #[test]
 fn log_messages_flag_records_chat_text() {
     let server = Server::start_with(&["--log-messages"]);
-    let mut alice = server.sign_in("alice", "pw-a");
-    let mut bob = server.sign_in("bob", "pw-b");
-    alice.expect("* bob joined.");
+    let [mut alice, mut bob] = server.sign_in_all([("alice", "pw-a"), ("bob", "pw-b")]);
     alice.send("public words 5e2b");
     bob.expect("alice: public words 5e2b");
     alice.send("~->bob: private words 0c4a");

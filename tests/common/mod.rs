@@ -167,6 +167,24 @@ impl Server {
         client
     }
 
+    /// Signs in every `(name, password)` in order and waits until each client has seen
+    /// the join notice of every client after it, so no later line can be mistaken for a
+    /// leftover notice.
+    pub fn sign_in_all<const N: usize>(&self, users: [(&str, &str); N]) -> [Client; N] {
+        let mut clients: Vec<Client> = Vec::with_capacity(N);
+        for (name, password) in users {
+            let newcomer = self.sign_in(name, password);
+            for earlier in &mut clients {
+                earlier.expect(&format!("* {name} joined."));
+            }
+            clients.push(newcomer);
+        }
+        match clients.try_into() {
+            Ok(all) => all,
+            Err(_) => unreachable!("one client per user"),
+        }
+    }
+
     /// The server's log so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
