@@ -29,6 +29,11 @@ pub const DEFAULT_SENDQ_BYTES: usize = 64 * 1024;
 /// user's own queue before the user is treated as stalled.
 pub const ASKED_REPLY_WAIT: Duration = Duration::from_secs(10);
 
+/// Longest a join or leave notice may wait in an outbox before its writer is woken (see
+/// `outbox::Urgency::Soon`): short enough to feel immediate, long enough that a storm of
+/// sign-ins wakes each writer a few times a second rather than once per sign-in.
+pub const NOTICE_DELAY: Duration = Duration::from_millis(100);
+
 /// How long one socket write may block before the peer is declared dead. Without it a
 /// half-open connection could pin its writer thread forever.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);

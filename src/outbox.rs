@@ -15,6 +15,7 @@ use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::limits::NOTICE_DELAY;
 use crate::stats;
 
 /// How the transport cuts a connection (for TCP: `shutdown(Both)`). Calling it wakes the
@@ -52,6 +53,8 @@ struct Queue {
     /// The writer sleeps on `changed` waiting for lines. Only then does a push wake it: a
     /// wake-up is a syscall, and one per line per receiver was the server's largest cost.
     writer_waiting: bool,
+    /// When the writer was last told to wake; lets notices batch up (see [`Urgency`]).
+    last_wake: Option<Instant>,
     /// Other threads sleeping on `changed` (in `push_wait` or `wait_written`).
     waiters: usize,
 }
@@ -69,11 +72,37 @@ pub struct Pushed {
 }
 
 impl Queue {
+    /// Whether a line of this urgency should wake the (sleeping) writer now; if so, the
+    /// wake-up is recorded.
+    fn wake_due(&mut self, urgency: Urgency) -> bool {
+        let now = Instant::now();
+        let recently = self
+            .last_wake
+            .is_some_and(|at| now.saturating_duration_since(at) < NOTICE_DELAY);
+        if urgency == Urgency::Soon && recently {
+            return false;
+        }
+        self.last_wake = Some(now);
+        true
+    }
+
     fn append(&mut self, line: Arc<str>) {
         self.bytes += line.len();
         self.pushed += 1;
         self.lines.push_back(line);
     }
+}
+
+/// How soon a queued line must reach the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Urgency {
+    /// Chat and replies: wake a sleeping writer at once.
+    Now,
+    /// Join and leave notices: wake the writer at once only if it was not woken within
+    /// [`NOTICE_DELAY`]; otherwise the notice waits (at most that long) for the next
+    /// wake-up or for [`Outbox::nudge`]. In a sign-in storm every join goes to every
+    /// user; this turns one wake-up per join per user into a few per second per user.
+    Soon,
 }
 
 /// A bounded, byte-counted queue of lines for one client.
@@ -96,6 +125,7 @@ impl Outbox {
                 pushed: 0,
                 written: 0,
                 writer_waiting: false,
+                last_wake: None,
                 waiters: 0,
             }),
             changed: Condvar::new(),
@@ -113,7 +143,7 @@ impl Outbox {
     /// outbox aborts itself (see [`PushError::Full`]); the caller hangs up after releasing
     /// its locks.
     pub fn push(&self, line: Arc<str>) -> Result<(), PushError> {
-        let pushed = self.push_deferred(line);
+        let pushed = self.push_deferred(line, Urgency::Now);
         if !matches!(pushed, Ok(Pushed { wake: false, .. })) {
             self.wake();
         }
@@ -123,7 +153,7 @@ impl Outbox {
     /// Queues `line` like [`Outbox::push`] but leaves waking the writer to the caller (see
     /// [`Pushed`]). A thread woken under the registry lock can preempt the lock holder,
     /// and every other client then queues on the lock (docs/PERFORMANCE.md).
-    pub fn push_deferred(&self, line: Arc<str>) -> Result<Pushed, PushError> {
+    pub fn push_deferred(&self, line: Arc<str>, urgency: Urgency) -> Result<Pushed, PushError> {
         let mut queue = self.lock();
         if queue.state != State::Open {
             return Err(PushError::Closed);
@@ -134,10 +164,23 @@ impl Outbox {
             return Err(PushError::Full);
         }
         queue.append(line);
+        let wake = queue.writer_waiting && queue.wake_due(urgency);
         Ok(Pushed {
-            wake: queue.writer_waiting,
+            wake,
             crowded: queue.bytes > self.limit_bytes / 2,
         })
+    }
+
+    /// Wakes a writer that sleeps on lines queued with [`Urgency::Soon`]. Called every
+    /// [`NOTICE_DELAY`] for every outbox, with no lock held, so no notice waits longer.
+    pub fn nudge(&self) {
+        let wake = {
+            let mut queue = self.lock();
+            queue.writer_waiting && !queue.lines.is_empty() && queue.wake_due(Urgency::Now)
+        };
+        if wake {
+            self.wake();
+        }
     }
 
     /// Wakes the writer (and anyone waiting for room) to look at the queue again. Called
@@ -402,6 +445,22 @@ mod tests {
         outbox.hang_up();
         assert!(!outbox.wait_written(mark + 1, Duration::from_secs(10)));
         drainer.join().expect("writer thread").expect("vec write");
+    }
+
+    #[test]
+    fn notices_wake_a_sleeping_writer_at_most_once_per_notice_delay() {
+        let (outbox, _) = counting_outbox(1000);
+        outbox.lock().writer_waiting = true; // as if the writer slept in take_batch
+        let wakes = |urgency| outbox.push_deferred(line("x\n"), urgency).map(|p| p.wake);
+        assert_eq!(wakes(Urgency::Soon), Ok(true), "first notice wakes");
+        assert_eq!(wakes(Urgency::Soon), Ok(false), "the next ones wait");
+        assert_eq!(wakes(Urgency::Now), Ok(true), "chat never waits");
+        outbox.lock().last_wake = Some(Instant::now() - NOTICE_DELAY);
+        assert_eq!(
+            wakes(Urgency::Soon),
+            Ok(true),
+            "after the delay a notice wakes again"
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::limits::MAILBOX_CAP;
 use crate::log;
-use crate::outbox::{Outbox, PushError, Pushed};
+use crate::outbox::{Outbox, PushError, Pushed, Urgency};
 use crate::password::PasswordHash;
 use crate::protocol::{Reply, name_key};
 use crate::stats;
@@ -232,7 +232,7 @@ impl Registry {
         let key = name_key(name);
         let account = self.accounts.get_mut(&key)?;
         let name = account.name.clone();
-        let welcomed = outbox.push_deferred(Reply::Welcome { name: &name }.to_line());
+        let welcomed = outbox.push_deferred(Reply::Welcome { name: &name }.to_line(), Urgency::Now);
         if welcomed.is_err() {
             return None;
         }
@@ -255,12 +255,15 @@ impl Registry {
                 delivery.note(
                     &name,
                     &old.outbox,
-                    old.outbox.push_deferred(Reply::TakenOver.to_line()),
+                    old.outbox
+                        .push_deferred(Reply::TakenOver.to_line(), Urgency::Now),
                 );
                 old.outbox.close();
                 delivery
             }
-            None => self.broadcast_line(&key, Reply::Joined { name: &name }.to_line()),
+            None => {
+                self.broadcast_line(&key, Reply::Joined { name: &name }.to_line(), Urgency::Soon)
+            }
         };
         delivery.note(&name, &outbox, welcomed);
         Some(SignedIn {
@@ -281,13 +284,13 @@ impl Registry {
         }
         self.online.remove(&key);
         let line = Reply::Left { name }.to_line();
-        self.broadcast_line(&key, line)
+        self.broadcast_line(&key, line, Urgency::Soon)
     }
 
     /// Sends a plain line from `from` to every other online user.
     pub fn public(&mut self, from: &str, text: &str) -> Delivery {
         let line = Reply::Public { from, text }.to_line();
-        self.broadcast_line(&name_key(from), line)
+        self.broadcast_line(&name_key(from), line, Urgency::Now)
     }
 
     /// Sends a tagged line to every other online user; `to` gets a marked copy.
@@ -323,7 +326,7 @@ impl Registry {
             delivery.note(
                 key,
                 &online.outbox,
-                online.outbox.push_deferred(Arc::clone(line)),
+                online.outbox.push_deferred(Arc::clone(line), Urgency::Now),
             );
             receivers += 1;
         }
@@ -348,7 +351,11 @@ impl Registry {
         let mut delivery = Delivery::default();
         if let Some(online) = self.online.get(&to_key) {
             let line = Reply::Private { from, text }.to_line();
-            delivery.note(&to_name, &online.outbox, online.outbox.push_deferred(line));
+            delivery.note(
+                &to_name,
+                &online.outbox,
+                online.outbox.push_deferred(line, Urgency::Now),
+            );
             stats::record_relayed(1);
             return Ok((PrivateOutcome::Delivered { to: to_name }, delivery));
         }
@@ -372,6 +379,14 @@ impl Registry {
         if let Some(account) = self.accounts.get_mut(&name_key(&mail.to)) {
             account.mailbox.retain(|m| m.id != mail.id);
         }
+    }
+
+    /// Every online user's outbox, for the notice flusher to nudge outside the lock.
+    pub fn outboxes(&self) -> Vec<Arc<Outbox>> {
+        self.online
+            .values()
+            .map(|o| Arc::clone(&o.outbox))
+            .collect()
     }
 
     /// Every registered user, sorted by name, with whether they are online.
@@ -401,7 +416,7 @@ impl Registry {
 
     /// Pushes one shared line to every online user except `skip_key`. One allocation for
     /// all receivers: each push clones the `Arc`, not the text.
-    fn broadcast_line(&self, skip_key: &str, line: Arc<str>) -> Delivery {
+    fn broadcast_line(&self, skip_key: &str, line: Arc<str>, urgency: Urgency) -> Delivery {
         let mut delivery = Delivery::default();
         let mut receivers = 0;
         for (key, online) in &self.online {
@@ -411,7 +426,7 @@ impl Registry {
             delivery.note(
                 key,
                 &online.outbox,
-                online.outbox.push_deferred(Arc::clone(&line)),
+                online.outbox.push_deferred(Arc::clone(&line), urgency),
             );
             receivers += 1;
         }

@@ -24,7 +24,9 @@ use std::thread;
 use std::time::Instant;
 
 use crate::config::Config;
-use crate::limits::{ACCEPT_BACKOFF, CLIENT_THREAD_STACK, STATS_INTERVAL, WRITE_TIMEOUT};
+use crate::limits::{
+    ACCEPT_BACKOFF, CLIENT_THREAD_STACK, NOTICE_DELAY, STATS_INTERVAL, WRITE_TIMEOUT,
+};
 use crate::line_reader::{Line, LineReader, LineSource};
 use crate::log;
 use crate::outbox::{self, Hangup, Outbox};
@@ -111,6 +113,7 @@ impl Server {
     pub fn run(self) {
         self.log_start();
         spawn_stats_logger(Arc::clone(&self.shared));
+        spawn_notice_flusher(Arc::clone(&self.shared));
         let mut reserve = open_reserve_fd();
         loop {
             match self.listener.accept() {
@@ -396,6 +399,30 @@ impl Drop for Ticket {
                 per_ip.remove(&self.ip);
             }
         }
+    }
+}
+
+/// Every [`NOTICE_DELAY`], wakes the writers that sleep on join or leave notices (see
+/// `outbox::Urgency::Soon`), so no notice waits longer than that. The registry lock is held
+/// only to copy the list of outboxes; the wake-ups happen after it is released.
+fn spawn_notice_flusher(shared: Arc<Shared>) {
+    let spawned = thread::Builder::new()
+        .name("notice-flusher".into())
+        .stack_size(CLIENT_THREAD_STACK)
+        .spawn(move || {
+            loop {
+                thread::sleep(NOTICE_DELAY);
+                let outboxes = registry::lock(&shared.registry).outboxes();
+                for outbox in outboxes {
+                    outbox.nudge();
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        log::error(
+            "thread_spawn_failed",
+            &[("what", &"notice-flusher"), ("error", &e)],
+        );
     }
 }
 
