@@ -29,10 +29,18 @@ pub const DEFAULT_SENDQ_BYTES: usize = 64 * 1024;
 /// user's own queue before the user is treated as stalled.
 pub const ASKED_REPLY_WAIT: Duration = Duration::from_secs(10);
 
-/// Longest a join or leave notice may wait in an outbox before its writer is woken (see
-/// `outbox::Urgency::Soon`): short enough to feel immediate, long enough that a storm of
-/// sign-ins wakes each writer a few times a second rather than once per sign-in.
-pub const NOTICE_DELAY: Duration = Duration::from_millis(100);
+/// How often the notice flusher wakes writers that sleep on join or leave notices.
+pub const NOTICE_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How long a join or leave notice may wait for its writer, per user online (see
+/// `registry::notice_delay`). A join goes to every user, so a storm of N sign-ins costs
+/// N x N deliveries; letting notices gather for longer in a larger room keeps the wake-ups
+/// per second (each a syscall, and on Linux a walk of a futex hash bucket shared by all
+/// sleeping writers) about constant: 10 users: 1 ms, 1,000 users: 100 ms.
+pub const NOTICE_DELAY_PER_USER: Duration = Duration::from_micros(100);
+
+/// The longest a join or leave notice waits, however large the room.
+pub const MAX_NOTICE_DELAY: Duration = Duration::from_secs(1);
 
 /// How long one socket write may block before the peer is declared dead. Without it a
 /// half-open connection could pin its writer thread forever.

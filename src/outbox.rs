@@ -15,7 +15,6 @@ use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::limits::NOTICE_DELAY;
 use crate::stats;
 
 /// How the transport cuts a connection (for TCP: `shutdown(Both)`). Calling it wakes the
@@ -76,11 +75,13 @@ impl Queue {
     /// wake-up is recorded.
     fn wake_due(&mut self, urgency: Urgency) -> bool {
         let now = Instant::now();
-        let recently = self
-            .last_wake
-            .is_some_and(|at| now.saturating_duration_since(at) < NOTICE_DELAY);
-        if urgency == Urgency::Soon && recently {
-            return false;
+        if let Urgency::Within(delay) = urgency {
+            let recently = self
+                .last_wake
+                .is_some_and(|at| now.saturating_duration_since(at) < delay);
+            if recently {
+                return false;
+            }
         }
         self.last_wake = Some(now);
         true
@@ -99,10 +100,10 @@ pub enum Urgency {
     /// Chat and replies: wake a sleeping writer at once.
     Now,
     /// Join and leave notices: wake the writer at once only if it was not woken within
-    /// [`NOTICE_DELAY`]; otherwise the notice waits (at most that long) for the next
-    /// wake-up or for [`Outbox::nudge`]. In a sign-in storm every join goes to every
-    /// user; this turns one wake-up per join per user into a few per second per user.
-    Soon,
+    /// the given delay; otherwise the notice waits for the next wake-up or for
+    /// [`Outbox::nudge`]. In a sign-in storm every join goes to every user; this turns one
+    /// wake-up per join per user into a few per second per user.
+    Within(Duration),
 }
 
 /// A bounded, byte-counted queue of lines for one client.
@@ -171,12 +172,14 @@ impl Outbox {
         })
     }
 
-    /// Wakes a writer that sleeps on lines queued with [`Urgency::Soon`]. Called every
-    /// [`NOTICE_DELAY`] for every outbox, with no lock held, so no notice waits longer.
-    pub fn nudge(&self) {
+    /// Wakes a writer that sleeps on lines queued with [`Urgency::Within`] once `delay`
+    /// has passed since its last wake-up. The notice flusher calls it for every outbox,
+    /// with no lock held.
+    pub fn nudge(&self, delay: Duration) {
         let wake = {
             let mut queue = self.lock();
-            queue.writer_waiting && !queue.lines.is_empty() && queue.wake_due(Urgency::Now)
+            let due = queue.writer_waiting && !queue.lines.is_empty();
+            due && queue.wake_due(Urgency::Within(delay))
         };
         if wake {
             self.wake();
@@ -448,16 +451,17 @@ mod tests {
     }
 
     #[test]
-    fn notices_wake_a_sleeping_writer_at_most_once_per_notice_delay() {
+    fn notices_wake_a_sleeping_writer_at_most_once_per_delay() {
         let (outbox, _) = counting_outbox(1000);
         outbox.lock().writer_waiting = true; // as if the writer slept in take_batch
         let wakes = |urgency| outbox.push_deferred(line("x\n"), urgency).map(|p| p.wake);
-        assert_eq!(wakes(Urgency::Soon), Ok(true), "first notice wakes");
-        assert_eq!(wakes(Urgency::Soon), Ok(false), "the next ones wait");
+        let soon = Urgency::Within(Duration::from_secs(60));
+        assert_eq!(wakes(soon), Ok(true), "first notice wakes");
+        assert_eq!(wakes(soon), Ok(false), "the next ones wait");
         assert_eq!(wakes(Urgency::Now), Ok(true), "chat never waits");
-        outbox.lock().last_wake = Some(Instant::now() - NOTICE_DELAY);
+        outbox.lock().last_wake = Some(Instant::now() - Duration::from_secs(60));
         assert_eq!(
-            wakes(Urgency::Soon),
+            wakes(soon),
             Ok(true),
             "after the delay a notice wakes again"
         );

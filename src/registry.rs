@@ -12,8 +12,9 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
-use crate::limits::MAILBOX_CAP;
+use crate::limits::{MAILBOX_CAP, MAX_NOTICE_DELAY, NOTICE_DELAY_PER_USER};
 use crate::log;
 use crate::outbox::{Outbox, PushError, Pushed, Urgency};
 use crate::password::PasswordHash;
@@ -127,6 +128,15 @@ impl Delivery {
             Err(PushError::Closed) => {}
         }
     }
+}
+
+/// How long a join or leave notice may wait for its writer with `online` users: longer in
+/// a larger room, where a storm of sign-ins would otherwise mean a storm of wake-ups.
+pub fn notice_delay(online: usize) -> Duration {
+    let online = u32::try_from(online).unwrap_or(u32::MAX);
+    NOTICE_DELAY_PER_USER
+        .saturating_mul(online)
+        .min(MAX_NOTICE_DELAY)
 }
 
 /// What signing in produced.
@@ -262,7 +272,8 @@ impl Registry {
                 delivery
             }
             None => {
-                self.broadcast_line(&key, Reply::Joined { name: &name }.to_line(), Urgency::Soon)
+                let line = Reply::Joined { name: &name }.to_line();
+                self.broadcast_line(&key, line, self.notice_urgency())
             }
         };
         delivery.note(&name, &outbox, welcomed);
@@ -284,7 +295,7 @@ impl Registry {
         }
         self.online.remove(&key);
         let line = Reply::Left { name }.to_line();
-        self.broadcast_line(&key, line, Urgency::Soon)
+        self.broadcast_line(&key, line, self.notice_urgency())
     }
 
     /// Sends a plain line from `from` to every other online user.
@@ -381,12 +392,19 @@ impl Registry {
         }
     }
 
-    /// Every online user's outbox, for the notice flusher to nudge outside the lock.
-    pub fn outboxes(&self) -> Vec<Arc<Outbox>> {
-        self.online
+    /// Every online user's outbox and the current notice delay, for the notice flusher
+    /// to nudge outside the lock.
+    pub fn outboxes(&self) -> (Vec<Arc<Outbox>>, Duration) {
+        let outboxes = self
+            .online
             .values()
             .map(|o| Arc::clone(&o.outbox))
-            .collect()
+            .collect();
+        (outboxes, notice_delay(self.online.len()))
+    }
+
+    fn notice_urgency(&self) -> Urgency {
+        Urgency::Within(notice_delay(self.online.len()))
     }
 
     /// Every registered user, sorted by name, with whether they are online.
@@ -455,6 +473,21 @@ mod tests {
             registry.create_account(name, hash()).expect("fresh name");
         }
         registry
+    }
+
+    #[test]
+    fn notice_delay_grows_with_the_room_up_to_its_cap() {
+        let ms = Duration::from_millis;
+        let rows = [
+            (0, ms(0)),
+            (10, ms(1)),
+            (1_000, ms(100)),
+            (10_000, ms(1000)),
+            (1 << 40, ms(1000)),
+        ];
+        for (online, expected) in rows {
+            assert_eq!(notice_delay(online), expected, "{online} online");
+        }
     }
 
     #[test]

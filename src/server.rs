@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use crate::config::Config;
 use crate::limits::{
-    ACCEPT_BACKOFF, CLIENT_THREAD_STACK, NOTICE_DELAY, STATS_INTERVAL, WRITE_TIMEOUT,
+    ACCEPT_BACKOFF, CLIENT_THREAD_STACK, NOTICE_FLUSH_INTERVAL, STATS_INTERVAL, WRITE_TIMEOUT,
 };
 use crate::line_reader::{Line, LineReader, LineSource};
 use crate::log;
@@ -402,19 +402,20 @@ impl Drop for Ticket {
     }
 }
 
-/// Every [`NOTICE_DELAY`], wakes the writers that sleep on join or leave notices (see
-/// `outbox::Urgency::Soon`), so no notice waits longer than that. The registry lock is held
-/// only to copy the list of outboxes; the wake-ups happen after it is released.
+/// Every [`NOTICE_FLUSH_INTERVAL`], wakes the writers that sleep on join or leave notices
+/// older than the notice delay (see `registry::notice_delay`), so no notice waits much
+/// longer. The registry lock is held only to copy the list of outboxes; the wake-ups
+/// happen after it is released.
 fn spawn_notice_flusher(shared: Arc<Shared>) {
     let spawned = thread::Builder::new()
         .name("notice-flusher".into())
         .stack_size(CLIENT_THREAD_STACK)
         .spawn(move || {
             loop {
-                thread::sleep(NOTICE_DELAY);
-                let outboxes = registry::lock(&shared.registry).outboxes();
+                thread::sleep(NOTICE_FLUSH_INTERVAL);
+                let (outboxes, delay) = registry::lock(&shared.registry).outboxes();
                 for outbox in outboxes {
-                    outbox.nudge();
+                    outbox.nudge(delay);
                 }
             }
         });
