@@ -54,6 +54,8 @@ struct Queue {
     writer_waiting: bool,
     /// When the writer was last told to wake; lets notices batch up (see [`Urgency`]).
     last_wake: Option<Instant>,
+    /// When the writer's current write began, while one is in progress.
+    writing_since: Option<Instant>,
     /// Other threads sleeping on `changed` (in `push_wait` or `wait_written`).
     waiters: usize,
 }
@@ -64,9 +66,11 @@ struct Queue {
 pub struct Pushed {
     /// The writer sleeps: call [`Outbox::wake`].
     pub wake: bool,
-    /// The queue is over half full: its writer has fallen behind. The sender should give
-    /// the writers the CPU before sending more, or a burst from a fast sender overflows
-    /// queues whose clients read fine but whose writers were not scheduled.
+    /// The queue is over half full and its writer is not stuck in a write: it has fallen
+    /// behind only for want of CPU. The sender should give the writers the CPU before
+    /// sending more, or a burst from a fast sender overflows queues whose clients read fine
+    /// but whose writers were not scheduled. (A writer stuck in a write has a client that
+    /// stopped reading; yielding would only slow everyone down until that client is cut.)
     pub crowded: bool,
 }
 
@@ -85,6 +89,13 @@ impl Queue {
         }
         self.last_wake = Some(now);
         true
+    }
+
+    /// True when the current write has taken long enough that the client, not the CPU,
+    /// is what holds it up.
+    fn writer_stuck(&self) -> bool {
+        self.writing_since
+            .is_some_and(|since| since.elapsed() > WRITER_STUCK_AFTER)
     }
 
     fn append(&mut self, line: Arc<str>) {
@@ -127,6 +138,7 @@ impl Outbox {
                 written: 0,
                 writer_waiting: false,
                 last_wake: None,
+                writing_since: None,
                 waiters: 0,
             }),
             changed: Condvar::new(),
@@ -168,7 +180,7 @@ impl Outbox {
         let wake = queue.writer_waiting && queue.wake_due(urgency);
         Ok(Pushed {
             wake,
-            crowded: queue.bytes > self.limit_bytes / 2,
+            crowded: queue.bytes > self.limit_bytes / 2 && !queue.writer_stuck(),
         })
     }
 
@@ -283,6 +295,7 @@ impl Outbox {
     fn record_written(&self, lines: u64) {
         let mut queue = self.lock();
         queue.written += lines;
+        queue.writing_since = None;
         let anyone_waits = queue.waiters > 0;
         drop(queue);
         if anyone_waits {
@@ -319,6 +332,7 @@ impl Outbox {
             buf.extend_from_slice(line.as_bytes());
         }
         queue.bytes = 0;
+        queue.writing_since = Some(Instant::now());
         // Room was made: wake anyone in `push_wait`.
         let anyone_waits = queue.waiters > 0;
         drop(queue);
@@ -328,6 +342,10 @@ impl Outbox {
         Some(count)
     }
 }
+
+/// A write that has not finished after this long is waiting for the client to read, not
+/// for the CPU (see [`Pushed::crowded`]).
+const WRITER_STUCK_AFTER: Duration = Duration::from_millis(20);
 
 /// Pause of a writer after writing a burst (see `run_writer`). It adds at most this much
 /// delay to lines that arrive while their writer lingers; a line arriving at a sleeping
