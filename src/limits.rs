@@ -39,6 +39,14 @@ pub const NOTICE_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 /// sleeping writers) about constant: 10 users: 1 ms, 1,000 users: 100 ms.
 pub const NOTICE_DELAY_PER_USER: Duration = Duration::from_micros(100);
 
+/// How long each writer pauses after a write, per user online (see `outbox::set_writer_pace`),
+/// so that in a large room a writer batches the chat lines that arrive meanwhile: 100 users:
+/// 2 ms, 1,000 users and more: 20 ms. Chat is delayed by at most that much.
+pub const WRITER_PACE_PER_USER: Duration = Duration::from_micros(20);
+
+/// The longest pause of a writer after a write, however large the room.
+pub const MAX_WRITER_PACE: Duration = Duration::from_millis(20);
+
 /// The longest a join or leave notice waits, however large the room.
 pub const MAX_NOTICE_DELAY: Duration = Duration::from_secs(1);
 

@@ -12,6 +12,7 @@
 
 use std::collections::VecDeque;
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -350,7 +351,31 @@ const WRITER_STUCK_AFTER: Duration = Duration::from_millis(20);
 /// Pause of a writer after writing a burst (see `run_writer`). It adds at most this much
 /// delay to lines that arrive while their writer lingers; a line arriving at a sleeping
 /// writer goes out at once.
-const WRITER_LINGER: std::time::Duration = std::time::Duration::from_millis(1);
+const WRITER_LINGER: Duration = Duration::from_millis(1);
+
+/// How long every writer pauses after each write, in microseconds; set from the room size
+/// by the registry (see `registry::writer_pace`). Shared by all writers, so an atomic.
+static WRITER_PACE_MICROS: AtomicU64 = AtomicU64::new(0);
+
+/// Sets the pause every writer takes after each write. In a large room each chat line
+/// goes to many writers; a writer that pauses a few milliseconds takes the lines that
+/// arrived meanwhile in one batch, instead of costing a wake-up and a write per line.
+pub fn set_writer_pace(pace: Duration) {
+    let micros = u64::try_from(pace.as_micros()).unwrap_or(u64::MAX);
+    WRITER_PACE_MICROS.store(micros, Ordering::Relaxed);
+}
+
+fn writer_pause(lines_written: u64) -> Duration {
+    let pace = Duration::from_micros(WRITER_PACE_MICROS.load(Ordering::Relaxed));
+    // In a burst (more than one line was waiting) linger at least a little, so the lines
+    // still coming go out together; a lone line in a small room is never delayed.
+    let linger = if lines_written > 1 {
+        WRITER_LINGER
+    } else {
+        Duration::ZERO
+    };
+    pace.max(linger)
+}
 
 /// Capacity kept in the writer's buffer between batches; a burst may grow it, after which it
 /// shrinks back so an idle client does not keep a large buffer for life.
@@ -367,11 +392,9 @@ pub fn run_writer<W: Write>(outbox: &Outbox, mut socket: W) -> std::io::Result<(
             break;
         }
         outbox.record_written(lines);
-        // In a burst (more than one line was waiting), linger after the write so the lines
-        // still coming go out together in the next write instead of costing a wake-up and
-        // a write each. A lone line is never delayed.
-        if lines > 1 {
-            std::thread::sleep(WRITER_LINGER);
+        let pause = writer_pause(lines);
+        if !pause.is_zero() {
+            std::thread::sleep(pause);
         }
         stats::record_bytes_out(buf.len());
         buf.clear();

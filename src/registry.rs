@@ -14,9 +14,11 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use crate::limits::{MAILBOX_CAP, MAX_NOTICE_DELAY, NOTICE_DELAY_PER_USER};
+use crate::limits::{
+    MAILBOX_CAP, MAX_NOTICE_DELAY, MAX_WRITER_PACE, NOTICE_DELAY_PER_USER, WRITER_PACE_PER_USER,
+};
 use crate::log;
-use crate::outbox::{Outbox, PushError, Pushed, Urgency};
+use crate::outbox::{self, Outbox, PushError, Pushed, Urgency};
 use crate::password::PasswordHash;
 use crate::protocol::{Reply, name_key};
 use crate::stats;
@@ -139,6 +141,15 @@ pub fn notice_delay(online: usize) -> Duration {
         .min(MAX_NOTICE_DELAY)
 }
 
+/// How long writers pause after each write with `online` users (see
+/// `outbox::set_writer_pace`): no pause in a small room, up to 20 ms in a large one.
+pub fn writer_pace(online: usize) -> Duration {
+    let online = u32::try_from(online).unwrap_or(u32::MAX);
+    WRITER_PACE_PER_USER
+        .saturating_mul(online)
+        .min(MAX_WRITER_PACE)
+}
+
 /// What signing in produced.
 #[must_use]
 pub struct SignedIn {
@@ -257,6 +268,7 @@ impl Registry {
             },
         );
         let took_over = previous.is_some();
+        outbox::set_writer_pace(writer_pace(self.online.len()));
         let mut delivery = match previous {
             Some(old) => {
                 // Best effort: a stalled old connection may not take the notice. Closing
@@ -294,6 +306,7 @@ impl Registry {
             _ => return Delivery::default(),
         }
         self.online.remove(&key);
+        outbox::set_writer_pace(writer_pace(self.online.len()));
         let line = Reply::Left { name }.to_line();
         self.broadcast_line(&key, line, self.notice_urgency())
     }
@@ -476,7 +489,7 @@ mod tests {
     }
 
     #[test]
-    fn notice_delay_grows_with_the_room_up_to_its_cap() {
+    fn notice_delay_and_writer_pace_grow_with_the_room_up_to_their_caps() {
         let ms = Duration::from_millis;
         let rows = [
             (0, ms(0)),
@@ -487,6 +500,10 @@ mod tests {
         ];
         for (online, expected) in rows {
             assert_eq!(notice_delay(online), expected, "{online} online");
+        }
+        let rows = [(0, ms(0)), (100, ms(2)), (1_000, ms(20)), (10_000, ms(20))];
+        for (online, expected) in rows {
+            assert_eq!(writer_pace(online), expected, "{online} online");
         }
     }
 
