@@ -365,16 +365,23 @@ pub fn set_writer_pace(pace: Duration) {
     WRITER_PACE_MICROS.store(micros, Ordering::Relaxed);
 }
 
-fn writer_pause(lines_written: u64) -> Duration {
+/// How long to pause after a write of `lines_written` lines, `since_previous` after the
+/// previous write. The pace applies only to a writer that is busy (its writes come less than
+/// two paces apart): that is where batching saves wake-ups. A writer that wakes now
+/// and then, for a notice or a quiet room's chat, writes at once and sleeps on its queue.
+fn writer_pause(lines_written: u64, since_previous: Option<Duration>) -> Duration {
     let pace = Duration::from_micros(WRITER_PACE_MICROS.load(Ordering::Relaxed));
+    // Twice the pace, so that a writer in its paced rhythm (a pause, then a write) still
+    // counts as busy.
+    let busy = since_previous.is_some_and(|gap| gap < pace * 2);
     // In a burst (more than one line was waiting) linger at least a little, so the lines
-    // still coming go out together; a lone line in a small room is never delayed.
+    // still coming go out together.
     let linger = if lines_written > 1 {
         WRITER_LINGER
     } else {
         Duration::ZERO
     };
-    pace.max(linger)
+    if busy { pace.max(linger) } else { linger }
 }
 
 /// Capacity kept in the writer's buffer between batches; a burst may grow it, after which it
@@ -386,13 +393,16 @@ const WRITER_BUF_KEEP: usize = 16 * 1024;
 pub fn run_writer<W: Write>(outbox: &Outbox, mut socket: W) -> std::io::Result<()> {
     let mut buf = Vec::new();
     let mut result = Ok(());
+    let mut previous_write: Option<Instant> = None;
     while let Some(lines) = outbox.take_batch(&mut buf) {
         if let Err(e) = socket.write_all(&buf) {
             result = Err(e);
             break;
         }
         outbox.record_written(lines);
-        let pause = writer_pause(lines);
+        let now = Instant::now();
+        let pause = writer_pause(lines, previous_write.map(|t| now.duration_since(t)));
+        previous_write = Some(now);
         if !pause.is_zero() {
             std::thread::sleep(pause);
         }
