@@ -233,11 +233,17 @@ impl Outbox {
 
     /// Stop accepting lines; the writer sends what is queued and then hangs up.
     pub fn close(&self) {
+        self.close_deferred();
+        self.wake();
+    }
+
+    /// Like [`Outbox::close`], but leaves waking the writer to the caller (under the
+    /// registry lock, where no syscall may happen).
+    pub fn close_deferred(&self) {
         let mut queue = self.lock();
         if queue.state == State::Open {
             queue.state = State::Closing;
         }
-        self.changed.notify_all();
     }
 
     /// Drop everything and cut the connection now. Performs a syscall: never call it while

@@ -272,15 +272,13 @@ impl Registry {
         let mut delivery = match previous {
             Some(old) => {
                 // Best effort: a stalled old connection may not take the notice. Closing
-                // only flags the old outbox; its writer sends the notice, then hangs up.
+                // only flags the old outbox; once woken (after the lock), its writer sends
+                // the notice, then hangs up.
                 let mut delivery = Delivery::default();
-                delivery.note(
-                    &name,
-                    &old.outbox,
-                    old.outbox
-                        .push_deferred(Reply::TakenOver.to_line(), Urgency::Now),
-                );
-                old.outbox.close();
+                let notice = Reply::TakenOver.to_line();
+                let _ = old.outbox.push_deferred(notice, Urgency::Now);
+                old.outbox.close_deferred();
+                delivery.to_wake.push(Arc::clone(&old.outbox));
                 delivery
             }
             None => {

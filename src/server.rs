@@ -21,7 +21,7 @@ use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::limits::{
@@ -402,54 +402,50 @@ impl Drop for Ticket {
     }
 }
 
+/// Runs `tick` every `interval` on a background thread named `name`, for as long as the
+/// server runs. A failure to start it is logged, not fatal: chat works without it.
+fn spawn_periodic(name: &'static str, interval: Duration, mut tick: impl FnMut() + Send + 'static) {
+    let spawned = thread::Builder::new()
+        .name(name.into())
+        .stack_size(CLIENT_THREAD_STACK)
+        .spawn(move || {
+            loop {
+                thread::sleep(interval);
+                tick();
+            }
+        });
+    if let Err(e) = spawned {
+        log::error("thread_spawn_failed", &[("what", &name), ("error", &e)]);
+    }
+}
+
 /// Every [`NOTICE_FLUSH_INTERVAL`], wakes the writers that sleep on join or leave notices
 /// older than the notice delay (see `registry::notice_delay`), so no notice waits much
 /// longer. The registry lock is held only to copy the list of outboxes; the wake-ups
 /// happen after it is released.
 fn spawn_notice_flusher(shared: Arc<Shared>) {
-    let spawned = thread::Builder::new()
-        .name("notice-flusher".into())
-        .stack_size(CLIENT_THREAD_STACK)
-        .spawn(move || {
-            loop {
-                thread::sleep(NOTICE_FLUSH_INTERVAL);
-                let (outboxes, delay) = registry::lock(&shared.registry).outboxes();
-                for outbox in outboxes {
-                    outbox.nudge(delay);
-                }
-            }
-        });
-    if let Err(e) = spawned {
-        log::error(
-            "thread_spawn_failed",
-            &[("what", &"notice-flusher"), ("error", &e)],
-        );
-    }
+    spawn_periodic("notice-flusher", NOTICE_FLUSH_INTERVAL, move || {
+        let (outboxes, delay) = registry::lock(&shared.registry).outboxes();
+        for outbox in outboxes {
+            outbox.nudge(delay);
+        }
+    });
 }
 
 /// Logs one stats line per interval: users online, connections, traffic, queue drops.
 fn spawn_stats_logger(shared: Arc<Shared>) {
-    let spawned = thread::Builder::new()
-        .name("stats".into())
-        .stack_size(CLIENT_THREAD_STACK)
-        .spawn(move || {
-            loop {
-                thread::sleep(STATS_INTERVAL);
-                let online = registry::lock(&shared.registry).online_count();
-                let s = stats::snapshot();
-                log::info(
-                    "stats",
-                    &[
-                        ("online", &online),
-                        ("connections", &s.connections),
-                        ("messages_relayed", &s.messages_relayed),
-                        ("bytes_out", &s.bytes_out),
-                        ("queue_drops", &s.queue_drops),
-                    ],
-                );
-            }
-        });
-    if let Err(e) = spawned {
-        log::error("thread_spawn_failed", &[("what", &"stats"), ("error", &e)]);
-    }
+    spawn_periodic("stats", STATS_INTERVAL, move || {
+        let online = registry::lock(&shared.registry).online_count();
+        let s = stats::snapshot();
+        log::info(
+            "stats",
+            &[
+                ("online", &online),
+                ("connections", &s.connections),
+                ("messages_relayed", &s.messages_relayed),
+                ("bytes_out", &s.bytes_out),
+                ("queue_drops", &s.queue_drops),
+            ],
+        );
+    });
 }
