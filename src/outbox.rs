@@ -9,6 +9,11 @@
 //! block for as long as the peer likes. Pushing to a bounded queue is a few nanoseconds, so
 //! the lock is held only for memory work, and one stalled client can never delay the others.
 //! When a queue overflows, its client has stopped reading; it is disconnected, not waited for.
+//!
+//! Waking a sleeping writer is the expensive part (a syscall, and a context switch), so
+//! pushes under the registry lock only *report* that a wake-up is due (`push_deferred`);
+//! the caller wakes after unlocking. In a large room, notices ([`Urgency::Within`]) and busy
+//! writers (`set_writer_pace`) trade a few milliseconds of delay for far fewer wake-ups.
 
 use std::collections::VecDeque;
 use std::io::Write;
