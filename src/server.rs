@@ -12,6 +12,9 @@
 //!                          writer thread  <─────────────────  Outbox (SendQ)
 //!                          run_writer: one write() per batch -> the same socket
 //! ```
+//!
+//! Two background threads run beside them: the stats logger (one log line a minute) and the
+//! notice flusher (wakes writers that sleep on batched join/leave notices).
 
 use std::collections::HashMap;
 use std::fmt;
