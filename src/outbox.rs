@@ -12,7 +12,8 @@
 //!
 //! Waking a sleeping writer is the expensive part (a syscall, and a context switch), so
 //! pushes under the registry lock only *report* that a wake-up is due (`push_deferred`);
-//! the caller wakes after unlocking. In a large room, notices ([`Urgency::Within`]) and busy
+//! the caller rings the writer's doorbell after unlocking (`doorbell.rs`: in a large
+//! server writers share doorbells, so a broadcast rings each doorbell once). In a large room, notices ([`Urgency::Within`]) and busy
 //! writers (`set_writer_pace`) trade a few milliseconds of delay for far fewer wake-ups.
 
 use std::collections::VecDeque;
@@ -21,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::doorbell::{Doorbell, Rings};
 use crate::stats;
 
 /// How the transport cuts a connection (for TCP: `shutdown(Both)`). Calling it wakes the
@@ -55,14 +57,21 @@ struct Queue {
     /// session when something it queued has really left (see [`Outbox::wait_written`]).
     pushed: u64,
     written: u64,
-    /// The writer sleeps on `changed` waiting for lines. Only then does a push wake it: a
-    /// wake-up is a syscall, and one per line per receiver was the server's largest cost.
+    /// The writer sleeps on its doorbell waiting for lines. Only then does a push wake it:
+    /// a wake-up is a syscall, and one per line per receiver was the server's largest cost.
     writer_waiting: bool,
-    /// When the writer was last told to wake; lets notices batch up (see [`Urgency`]).
-    last_wake: Option<Instant>,
+    /// A wake-up was decided for the sleeping writer: its doorbell has rung or is about
+    /// to, and that ring covers every line queued until the writer takes them.
+    wake_requested: bool,
+    /// Some queued line may not wait (chat, a reply): the writer takes the queue as soon as
+    /// it can. Without one, a writer that just wrote does not come back for notices but
+    /// sleeps, and they wait for the next ring of its doorbell (see [`Urgency::Within`]);
+    /// otherwise, in a sign-in storm, a stream of joins would keep every writer writing.
+    urgent: bool,
     /// When the writer's current write began, while one is in progress.
     writing_since: Option<Instant>,
-    /// Other threads sleeping on `changed` (in `push_wait` or `wait_written`).
+    /// Threads other than the writer sleeping on `changed` (in `push_wait` or
+    /// `wait_written`).
     waiters: usize,
 }
 
@@ -70,7 +79,7 @@ struct Queue {
 /// holds no lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pushed {
-    /// The writer sleeps: call [`Outbox::wake`].
+    /// The writer sleeps: ring [`Outbox::doorbell`] (or call [`Outbox::wake`]).
     pub wake: bool,
     /// The queue is over half full and its writer is not stuck in a write: it has fallen
     /// behind only for want of CPU. The sender should give the writers the CPU before
@@ -81,20 +90,12 @@ pub struct Pushed {
 }
 
 impl Queue {
-    /// Whether a line of this urgency should wake the (sleeping) writer now; if so, the
-    /// wake-up is recorded.
-    fn wake_due(&mut self, urgency: Urgency) -> bool {
-        let now = Instant::now();
-        if let Urgency::Within(delay) = urgency {
-            let recently = self
-                .last_wake
-                .is_some_and(|at| now.saturating_duration_since(at) < delay);
-            if recently {
-                return false;
-            }
-        }
-        self.last_wake = Some(now);
-        true
+    /// Whether the writer should take the queued lines now: after its doorbell rang,
+    /// anything queued; after a write, only lines that may not wait (or the last lines
+    /// before closing).
+    fn ready_for_writer(&self, rang: bool) -> bool {
+        let now = rang || self.urgent || self.state == State::Closing;
+        now && !self.lines.is_empty()
     }
 
     /// True when the current write has taken long enough that the client, not the CPU,
@@ -116,25 +117,36 @@ impl Queue {
 pub enum Urgency {
     /// Chat and replies: wake a sleeping writer at once.
     Now,
-    /// Join and leave notices: wake the writer at once only if it was not woken within
-    /// the given delay; otherwise the notice waits for the next wake-up or for
-    /// [`Outbox::nudge`]. In a sign-in storm every join goes to every user; this turns one
-    /// wake-up per join per user into a few per second per user.
+    /// Join and leave notices: wake the writer at once only if its doorbell has not rung
+    /// within the given delay; otherwise the notice waits for the doorbell's next ring or
+    /// for [`Outbox::nudge`]. In a sign-in storm every join goes to every user; this turns
+    /// one wake-up per join per user into a few per second per doorbell. (Per doorbell,
+    /// not per writer: a ring wakes all the writers sharing it, and each takes its queue.)
     Within(Duration),
 }
 
 /// A bounded, byte-counted queue of lines for one client.
 pub struct Outbox {
     queue: Mutex<Queue>,
-    /// Signalled when lines arrive, room is made, or the state changes.
+    /// Signalled for the threads other than the writer: room was made, lines were
+    /// written, or the connection was cut.
     changed: Condvar,
+    /// What the writer sleeps on while the queue is empty; maybe shared with other writers.
+    doorbell: Arc<Doorbell>,
     limit_bytes: usize,
     hangup: Hangup,
 }
 
 impl Outbox {
-    /// An open outbox holding at most `limit_bytes` of unwritten lines.
+    /// An open outbox holding at most `limit_bytes` of unwritten lines, with a doorbell of
+    /// its own.
     pub fn new(limit_bytes: usize, hangup: Hangup) -> Self {
+        Outbox::with_doorbell(limit_bytes, hangup, Arc::new(Doorbell::new()))
+    }
+
+    /// Like [`Outbox::new`], but its writer sleeps on `doorbell`, which other writers may
+    /// share (see `doorbell.rs`).
+    pub fn with_doorbell(limit_bytes: usize, hangup: Hangup, doorbell: Arc<Doorbell>) -> Self {
         Outbox {
             queue: Mutex::new(Queue {
                 lines: VecDeque::new(),
@@ -143,11 +155,13 @@ impl Outbox {
                 pushed: 0,
                 written: 0,
                 writer_waiting: false,
-                last_wake: None,
+                wake_requested: false,
+                urgent: false,
                 writing_since: None,
                 waiters: 0,
             }),
             changed: Condvar::new(),
+            doorbell,
             limit_bytes,
             hangup,
         }
@@ -183,31 +197,49 @@ impl Outbox {
             return Err(PushError::Full);
         }
         queue.append(line);
-        let wake = queue.writer_waiting && queue.wake_due(urgency);
+        queue.urgent |= urgency == Urgency::Now;
+        let wake = self.wake_due(&mut queue, urgency);
         Ok(Pushed {
             wake,
             crowded: queue.bytes > self.limit_bytes / 2 && !queue.writer_stuck(),
         })
     }
 
-    /// Wakes a writer that sleeps on lines queued with [`Urgency::Within`] once `delay`
-    /// has passed since its last wake-up. The notice flusher calls it for every outbox,
-    /// with no lock held.
-    pub fn nudge(&self, delay: Duration) {
-        let wake = {
-            let mut queue = self.lock();
-            let due = queue.writer_waiting && !queue.lines.is_empty();
-            due && queue.wake_due(Urgency::Within(delay))
-        };
-        if wake {
-            self.wake();
+    /// Adds this outbox's doorbell to `rings` if its writer sleeps on lines queued with
+    /// [`Urgency::Within`] and `delay` has passed since its last wake-up. The notice
+    /// flusher calls it for every outbox, then rings once for all.
+    pub fn nudge(&self, delay: Duration, rings: &mut Rings) {
+        let mut queue = self.lock();
+        if !queue.lines.is_empty() && self.wake_due(&mut queue, Urgency::Within(delay)) {
+            rings.add(&self.doorbell);
         }
     }
 
-    /// Wakes the writer (and anyone waiting for room) to look at the queue again. Called
-    /// with the queue unlocked, so the woken thread does not at once block on it.
+    /// Whether a line of this urgency, just queued, should wake the writer now; if so, the
+    /// wake-up is recorded. Only a sleeping writer needs one, and only one: a ring already
+    /// on its way covers this line too.
+    fn wake_due(&self, queue: &mut Queue, urgency: Urgency) -> bool {
+        if !queue.writer_waiting || queue.wake_requested {
+            return false;
+        }
+        if let Urgency::Within(delay) = urgency
+            && self.doorbell.rang_within(delay)
+        {
+            return false;
+        }
+        queue.wake_requested = true;
+        true
+    }
+
+    /// The doorbell this outbox's writer sleeps on.
+    pub fn doorbell(&self) -> &Arc<Doorbell> {
+        &self.doorbell
+    }
+
+    /// Wakes the writer to look at the queue again. Called with the queue unlocked, so the
+    /// woken thread does not at once block on it.
     pub fn wake(&self) {
-        self.changed.notify_all();
+        self.doorbell.ring();
     }
 
     /// Queues `line`, waiting up to `patience` for room. For replies this client asked for
@@ -223,13 +255,18 @@ impl Outbox {
             // A line bigger than the whole budget is let through alone rather than never.
             if queue.bytes + line.len() <= self.limit_bytes || queue.lines.is_empty() {
                 queue.append(line);
-                self.changed.notify_all();
+                queue.urgent = true;
+                queue.wake_requested = true;
+                drop(queue);
+                self.wake();
                 return Ok(());
             }
             if Instant::now() >= deadline {
                 queue.state = State::Aborted;
                 stats::record_queue_drop();
+                drop(queue);
                 self.changed.notify_all();
+                self.wake();
                 return Err(PushError::Full);
             }
             queue = self.wait_for_change(queue, deadline);
@@ -254,12 +291,17 @@ impl Outbox {
     /// Drop everything and cut the connection now. Performs a syscall: never call it while
     /// holding the registry lock.
     pub fn hang_up(&self) {
-        {
+        let writer_sleeps = {
             let mut queue = self.lock();
             queue.state = State::Aborted;
             queue.lines.clear();
             queue.bytes = 0;
-            self.changed.notify_all();
+            queue.writer_waiting
+        };
+        self.changed.notify_all();
+        // Not when the writer itself hangs up: others may share its doorbell.
+        if writer_sleeps {
+            self.wake();
         }
         (self.hangup)();
     }
@@ -324,21 +366,28 @@ impl Outbox {
     /// `write` sends them together. Returns how many lines, or `None` when the writer
     /// should stop.
     fn take_batch(&self, buf: &mut Vec<u8>) -> Option<u64> {
-        let mut queue = self.lock();
-        loop {
+        let mut rang = false;
+        let mut queue = loop {
+            // Read the doorbell before looking at the queue: a line pushed after the look
+            // rings after this read, so `wait_past` then returns at once.
+            let seen = self.doorbell.rings();
+            let mut queue = self.lock();
             match queue.state {
                 State::Aborted => return None,
                 State::Closing if queue.lines.is_empty() => return None,
-                _ if !queue.lines.is_empty() => break,
+                _ if queue.ready_for_writer(rang) => break queue,
                 _ => {}
             }
             queue.writer_waiting = true;
-            queue = self
-                .changed
-                .wait(queue)
-                .unwrap_or_else(PoisonError::into_inner);
-            queue.writer_waiting = false;
-        }
+            drop(queue);
+            // May ring for another writer's lines (a shared doorbell): this writer then
+            // takes its own lines early, or finds none and sleeps again.
+            self.doorbell.wait_past(seen);
+            rang = true;
+        };
+        queue.writer_waiting = false;
+        queue.wake_requested = false;
+        queue.urgent = false;
         let count = queue.lines.len() as u64;
         for line in queue.lines.drain(..) {
             buf.extend_from_slice(line.as_bytes());
@@ -430,6 +479,7 @@ pub fn run_writer<W: Write>(outbox: &Outbox, mut socket: W) -> std::io::Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::doorbell::Doorbells;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn counting_outbox(limit: usize) -> (Arc<Outbox>, Arc<AtomicUsize>) {
@@ -515,18 +565,140 @@ mod tests {
     #[test]
     fn notices_wake_a_sleeping_writer_at_most_once_per_delay() {
         let (outbox, _) = counting_outbox(1000);
-        outbox.lock().writer_waiting = true; // as if the writer slept in take_batch
-        let wakes = |urgency| outbox.push_deferred(line("x\n"), urgency).map(|p| p.wake);
+        // As if the writer had taken a batch and gone to sleep in take_batch.
+        let writer_sleeps = || {
+            let mut queue = outbox.lock();
+            queue.writer_waiting = true;
+            queue.wake_requested = false;
+        };
+        writer_sleeps();
+        // Pushes like the registry does: ring the doorbell when told to.
+        let wakes = |urgency| {
+            let pushed = outbox.push_deferred(line("x\n"), urgency).map(|p| p.wake);
+            if pushed == Ok(true) {
+                outbox.wake();
+            }
+            pushed
+        };
         let soon = Urgency::Within(Duration::from_secs(60));
         assert_eq!(wakes(soon), Ok(true), "first notice wakes");
-        assert_eq!(wakes(soon), Ok(false), "the next ones wait");
-        assert_eq!(wakes(Urgency::Now), Ok(true), "chat never waits");
-        outbox.lock().last_wake = Some(Instant::now() - Duration::from_secs(60));
         assert_eq!(
-            wakes(soon),
-            Ok(true),
-            "after the delay a notice wakes again"
+            wakes(Urgency::Now),
+            Ok(false),
+            "that ring covers what follows"
         );
+        writer_sleeps();
+        assert_eq!(wakes(soon), Ok(false), "the next notices wait");
+        assert_eq!(wakes(Urgency::Now), Ok(true), "chat never waits");
+        writer_sleeps();
+        let now = Urgency::Within(Duration::ZERO);
+        assert_eq!(wakes(now), Ok(true), "after the delay a notice wakes again");
+    }
+
+    #[test]
+    fn writer_takes_notices_only_when_rung_and_urgent_lines_at_once() {
+        // (doorbell rang, urgent line queued, state, lines queued) -> take them now?
+        let table = [
+            (false, false, State::Open, false, false),
+            (true, false, State::Open, false, false),
+            (false, false, State::Open, true, false), // only notices, just wrote: sleep
+            (true, false, State::Open, true, true),   // rang: take whatever is queued
+            (false, true, State::Open, true, true),   // chat may not wait
+            (false, false, State::Closing, true, true), // last lines before goodbye
+        ];
+        for (rang, urgent, state, has_lines, expected) in table {
+            let (outbox, _) = counting_outbox(1000);
+            let mut queue = outbox.lock();
+            if has_lines {
+                queue.append(line("x\n"));
+            }
+            queue.urgent = urgent;
+            queue.state = state;
+            let got = queue.ready_for_writer(rang);
+            assert_eq!(
+                got, expected,
+                "rang={rang} urgent={urgent} {state:?} {has_lines}"
+            );
+        }
+    }
+
+    /// Many writers on few doorbells, fed from several threads with chat and notices
+    /// mixed: every line reaches its own writer, in order, and every writer finishes.
+    #[test]
+    fn writers_sharing_doorbells_lose_nothing() {
+        const OUTBOXES: usize = 24;
+        const LINES: usize = 300;
+        let bells = Doorbells::new(3);
+        let outboxes: Vec<Arc<Outbox>> = (0..OUTBOXES)
+            .map(|_| {
+                Arc::new(Outbox::with_doorbell(
+                    1 << 20,
+                    Box::new(|| {}),
+                    bells.assign(),
+                ))
+            })
+            .collect();
+        let writers: Vec<_> = outboxes
+            .iter()
+            .map(|outbox| {
+                let outbox = Arc::clone(outbox);
+                std::thread::spawn(move || {
+                    let mut sink = Vec::new();
+                    run_writer(&outbox, &mut sink).map(|_| sink)
+                })
+            })
+            .collect();
+        let feeders: Vec<_> = (0..3)
+            .map(|feeder| {
+                let outboxes = outboxes.clone();
+                std::thread::spawn(move || {
+                    for n in 0..LINES {
+                        let urgency = if n % 7 == 0 {
+                            Urgency::Now
+                        } else {
+                            Urgency::Within(Duration::from_millis(5))
+                        };
+                        let mut rings = Rings::default();
+                        for outbox in outboxes.iter().skip(feeder).step_by(3) {
+                            let pushed = outbox.push_deferred(line(&format!("{n}\n")), urgency);
+                            if pushed.expect("room").wake {
+                                rings.add(outbox.doorbell());
+                            }
+                        }
+                        rings.ring();
+                    }
+                })
+            })
+            .collect();
+        for feeder in feeders {
+            feeder.join().expect("feeder");
+        }
+        // Notices wait for a nudge: give them one every millisecond, as the notice flusher
+        // does every 100. Every line must then reach its writer's socket without any other
+        // ring (a lost wake-up fails here; closing would wake everyone anyway).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let marks: Vec<u64> = outboxes.iter().map(|outbox| outbox.mark()).collect();
+        let all_written = || {
+            let zero = Duration::ZERO;
+            (outboxes.iter().zip(&marks)).all(|(outbox, &mark)| outbox.wait_written(mark, zero))
+        };
+        while !all_written() {
+            assert!(Instant::now() < deadline, "lines stuck in a queue");
+            let mut rings = Rings::default();
+            for outbox in &outboxes {
+                outbox.nudge(Duration::ZERO, &mut rings);
+            }
+            rings.ring();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        for outbox in &outboxes {
+            outbox.close();
+        }
+        let expected: String = (0..LINES).map(|n| format!("{n}\n")).collect();
+        for writer in writers {
+            let sink = writer.join().expect("writer thread").expect("vec write");
+            assert_eq!(String::from_utf8(sink).expect("utf-8"), expected);
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use crate::doorbell::Rings;
 use crate::limits::{
     MAILBOX_CAP, MAX_NOTICE_DELAY, MAX_WRITER_PACE, NOTICE_DELAY_PER_USER, WRITER_PACE_PER_USER,
 };
@@ -92,8 +93,8 @@ pub struct Registry {
 pub struct Delivery {
     /// Outboxes that overflowed, with their user's name for the log.
     overflowed: Vec<(String, Arc<Outbox>)>,
-    /// Outboxes whose writer sleeps and must be woken for the new lines.
-    to_wake: Vec<Arc<Outbox>>,
+    /// Doorbells of the writers that sleep and must be woken for the new lines.
+    to_wake: Rings,
     /// Some outbox is over half full: its writer has fallen behind.
     crowded: bool,
 }
@@ -103,9 +104,7 @@ impl Delivery {
     /// caused the lines, so a fast sender is slowed down (by TCP, in the end) instead of
     /// its readers' queues overflowing.
     pub fn complete(self) {
-        for outbox in self.to_wake {
-            outbox.wake();
-        }
+        self.to_wake.ring();
         if self.crowded {
             std::thread::yield_now();
         }
@@ -122,7 +121,7 @@ impl Delivery {
         match pushed {
             Ok(Pushed { wake, crowded }) => {
                 if wake {
-                    self.to_wake.push(Arc::clone(outbox));
+                    self.to_wake.add(outbox.doorbell());
                 }
                 self.crowded |= crowded;
             }
@@ -278,7 +277,7 @@ impl Registry {
                 let notice = Reply::TakenOver.to_line();
                 let _ = old.outbox.push_deferred(notice, Urgency::Now);
                 old.outbox.close_deferred();
-                delivery.to_wake.push(Arc::clone(&old.outbox));
+                delivery.to_wake.add(old.outbox.doorbell());
                 delivery
             }
             None => {

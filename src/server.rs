@@ -27,6 +27,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
+use crate::doorbell::Rings;
 use crate::limits::{
     ACCEPT_BACKOFF, CLIENT_THREAD_STACK, NOTICE_FLUSH_INTERVAL, STATS_INTERVAL, WRITE_TIMEOUT,
 };
@@ -241,7 +242,12 @@ fn serve_client(shared: &Shared, stream: Arc<TcpStream>, peer: SocketAddr, _tick
     let hangup: Hangup = Box::new(move || {
         let _ = hangup_stream.shutdown(Shutdown::Both);
     });
-    let outbox = Arc::new(Outbox::new(shared.config.sendq_bytes, hangup));
+    let doorbell = shared.doorbells.assign();
+    let outbox = Arc::new(Outbox::with_doorbell(
+        shared.config.sendq_bytes,
+        hangup,
+        doorbell,
+    ));
     let writer = match spawn_writer(Arc::clone(&outbox), Arc::clone(&stream), peer) {
         Ok(writer) => writer,
         Err(e) => {
@@ -429,9 +435,11 @@ fn spawn_periodic(name: &'static str, interval: Duration, mut tick: impl FnMut()
 fn spawn_notice_flusher(shared: Arc<Shared>) {
     spawn_periodic("notice-flusher", NOTICE_FLUSH_INTERVAL, move || {
         let (outboxes, delay) = registry::lock(&shared.registry).outboxes();
+        let mut rings = Rings::default();
         for outbox in outboxes {
-            outbox.nudge(delay);
+            outbox.nudge(delay, &mut rings);
         }
+        rings.ring();
     });
 }
 

@@ -1,0 +1,188 @@
+//! Doorbells: how a sleeping writer thread is told that its queue has lines.
+//!
+//! This module owns waking writers and nothing else: it knows no queues, lines or sockets.
+//! A writer reads the doorbell's count, looks at its own queue, and if the queue is empty
+//! sleeps until the count moves on; whoever queues a line rings afterwards. A ring between
+//! the look and the sleep is not lost, because the count has already moved.
+//!
+//! Why writers *share* doorbells: waking a thread is a futex syscall, and Linux finds the
+//! sleeper by walking a hash bucket holding a share of all the process's sleeping threads
+//! (since Linux 6.16 a per-process table of only 16 buckets on a 2-core machine). With one
+//! doorbell per writer, a broadcast to 10,000 users meant 10,000 walks of ~625 sleepers:
+//! a third of a second before the first byte was written (docs/PERFORMANCE.md). With
+//! [`WRITER_DOORBELLS`] doorbells handed out in turn, a broadcast rings each at most once,
+//! and every writer behind it wakes from that one syscall. The price: a line for one user
+//! also wakes the others behind that doorbell, who find nothing and sleep again. Up to
+//! [`WRITER_DOORBELLS`] clients no doorbell is shared, so a small server pays nothing.
+//!
+//! [`WRITER_DOORBELLS`]: crate::limits::WRITER_DOORBELLS
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+/// A wake-up signal for the writers it was handed to: a count of rings, and a condition
+/// variable to sleep on until the count changes.
+#[derive(Default)]
+pub struct Doorbell {
+    rings: Mutex<Rung>,
+    rung: Condvar,
+}
+
+#[derive(Default)]
+struct Rung {
+    count: u64,
+    /// When it last rang: notices that can wait for the next ring do not ring again
+    /// within their delay (see `outbox::Urgency::Within`).
+    at: Option<Instant>,
+}
+
+impl Doorbell {
+    pub fn new() -> Self {
+        Doorbell::default()
+    }
+
+    /// Never held across anything that can panic: a poisoned count is still a count.
+    fn lock(&self) -> MutexGuard<'_, Rung> {
+        self.rings.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// How often this doorbell has rung so far. Read it *before* looking for work, then
+    /// pass it to [`Doorbell::wait_past`].
+    pub fn rings(&self) -> u64 {
+        self.lock().count
+    }
+
+    /// Whether it rang less than `delay` ago.
+    pub fn rang_within(&self, delay: Duration) -> bool {
+        let at = self.lock().at;
+        at.is_some_and(|at| at.elapsed() < delay)
+    }
+
+    /// Wakes every writer sleeping on this doorbell. One syscall however many sleep.
+    pub fn ring(&self) {
+        let mut rung = self.lock();
+        rung.count = rung.count.wrapping_add(1);
+        rung.at = Some(Instant::now());
+        drop(rung);
+        self.rung.notify_all();
+    }
+
+    /// Sleeps until the doorbell has rung since [`Doorbell::rings`] returned `seen`;
+    /// returns at once if it already has.
+    pub fn wait_past(&self, seen: u64) {
+        let mut rung = self.lock();
+        while rung.count == seen {
+            rung = self.rung.wait(rung).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+/// A fixed set of doorbells, handed out in turn to new writers.
+pub struct Doorbells {
+    bells: Vec<Arc<Doorbell>>,
+    next: AtomicUsize,
+}
+
+impl Doorbells {
+    /// `count` doorbells (at least one).
+    pub fn new(count: usize) -> Self {
+        Doorbells {
+            bells: (0..count.max(1))
+                .map(|_| Arc::new(Doorbell::new()))
+                .collect(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// The next doorbell in turn, so writers spread evenly over them.
+    pub fn assign(&self) -> Arc<Doorbell> {
+        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        Arc::clone(&self.bells[turn % self.bells.len()])
+    }
+}
+
+/// Doorbells to ring once a lock is released, each at most once however many of its
+/// writers got lines: the saving this module exists for.
+#[derive(Default)]
+pub struct Rings {
+    bells: Vec<Arc<Doorbell>>,
+}
+
+impl Rings {
+    pub fn add(&mut self, bell: &Arc<Doorbell>) {
+        self.bells.push(Arc::clone(bell));
+    }
+
+    /// Rings every doorbell added, once each. Call with no lock held: each ring is a syscall.
+    pub fn ring(mut self) {
+        self.bells.sort_unstable_by_key(Arc::as_ptr);
+        self.bells.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        for bell in &self.bells {
+            bell.ring();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ring_before_the_sleep_is_not_lost() {
+        let bell = Doorbell::new();
+        let seen = bell.rings();
+        bell.ring(); // lands between "look at the queue" and "sleep"
+        bell.wait_past(seen); // must return at once, or this test hangs
+        assert_eq!(bell.rings(), seen + 1);
+    }
+
+    #[test]
+    fn a_ring_wakes_a_sleeping_writer() {
+        let bell = Arc::new(Doorbell::new());
+        let seen = bell.rings();
+        let sleeper = {
+            let bell = Arc::clone(&bell);
+            std::thread::spawn(move || bell.wait_past(seen))
+        };
+        std::thread::sleep(Duration::from_millis(20)); // let it fall asleep (not required)
+        bell.ring();
+        sleeper.join().expect("woken writer");
+    }
+
+    #[test]
+    fn remembers_when_it_rang() {
+        let bell = Doorbell::new();
+        assert!(!bell.rang_within(Duration::from_secs(60)), "never rang");
+        bell.ring();
+        assert!(bell.rang_within(Duration::from_secs(60)));
+        assert!(!bell.rang_within(Duration::ZERO));
+    }
+
+    #[test]
+    fn doorbells_are_handed_out_in_turn() {
+        let bells = Doorbells::new(3);
+        let handed: Vec<_> = (0..7).map(|_| bells.assign()).collect();
+        for (i, bell) in handed.iter().enumerate() {
+            for (j, other) in handed.iter().enumerate() {
+                assert_eq!(
+                    Arc::ptr_eq(bell, other),
+                    i % 3 == j % 3,
+                    "bells {i} and {j}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn rings_rings_each_doorbell_once() {
+        let bells = Doorbells::new(2);
+        let (a, b) = (bells.assign(), bells.assign());
+        let mut rings = Rings::default();
+        for bell in [&a, &b, &a, &a, &b] {
+            rings.add(bell);
+        }
+        rings.ring();
+        assert_eq!((a.rings(), b.rings()), (1, 1));
+    }
+}
