@@ -237,6 +237,42 @@ fn threads_on_machine() -> usize {
         .unwrap_or(0)
 }
 
+/// CPU time (busy, total) of the whole machine so far, in clock ticks, from `/proc/stat`.
+fn machine_cpu_ticks() -> Option<(u64, u64)> {
+    let stat = fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    let total: u64 = ticks.iter().sum();
+    let idle = ticks.get(3)? + ticks.get(4).unwrap_or(&0); // idle + iowait
+    Some((total - idle, total))
+}
+
+/// Waits until the machine is idle (under 10% busy over half a second), at most
+/// `limit`, so that one run does not measure the kernel still tearing down the previous
+/// one (10,000 sockets and 20,000 threads take seconds to go). Returns whether it was.
+fn wait_for_quiet(limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        let Some((busy0, total0)) = machine_cpu_ticks() else {
+            return false;
+        };
+        thread::sleep(Duration::from_millis(500));
+        let Some((busy1, total1)) = machine_cpu_ticks() else {
+            return false;
+        };
+        let elapsed = total1.saturating_sub(total0).max(1);
+        if (busy1.saturating_sub(busy0)) * 10 < elapsed {
+            return true;
+        }
+    }
+    false
+}
+
 // ---------------------------------------------------------------------------------------
 // Servers under test
 
@@ -1363,6 +1399,9 @@ fn main() -> ExitCode {
         }
         let mut runs = Vec::new();
         for &kind in kinds {
+            if !wait_for_quiet(Duration::from_secs(30)) {
+                eprintln!("note: the machine was still busy after 30 s; measuring anyway");
+            }
             eprintln!("running {name} against {}...", kind.label());
             let figures = lab
                 .start(kind, scale_n.max(sizes.lat_clients + 1))
