@@ -13,8 +13,9 @@
 //! Waking a sleeping writer is the expensive part (a syscall, and a context switch), so
 //! pushes under the registry lock only *report* that a wake-up is due (`push_deferred`);
 //! the caller rings the writer's doorbell after unlocking (`doorbell.rs`: in a large
-//! server writers share doorbells, so a broadcast rings each doorbell once). In a large room, notices ([`Urgency::Within`]) and busy
-//! writers (`set_writer_pace`) trade a few milliseconds of delay for far fewer wake-ups.
+//! server writers share doorbells, so a broadcast rings each doorbell once). In a large
+//! room, notices ([`Urgency::Within`]) and busy writers (`set_writer_pace`) trade a few
+//! milliseconds of delay for far fewer wake-ups.
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -206,8 +207,8 @@ impl Outbox {
     }
 
     /// Adds this outbox's doorbell to `rings` if its writer sleeps on lines queued with
-    /// [`Urgency::Within`] and `delay` has passed since its last wake-up. The notice
-    /// flusher calls it for every outbox, then rings once for all.
+    /// [`Urgency::Within`] and `delay` has passed since its doorbell last rang. The notice
+    /// flusher calls it for every outbox, then rings each doorbell once.
     pub fn nudge(&self, delay: Duration, rings: &mut Rings) {
         let mut queue = self.lock();
         if !queue.lines.is_empty() && self.wake_due(&mut queue, Urgency::Within(delay)) {

@@ -1,8 +1,9 @@
 //! `Shared`: what every client thread holds a reference to.
 //!
 //! This module owns nothing but the bundle itself: the registry behind its mutex, the store,
-//! the password hasher, the sign-in throttle, the writers' doorbells and the configuration. Each part has its own
-//! module and its own lock; keeping them in one struct only saves passing five arguments.
+//! the password hasher, the sign-in throttle, the writers' doorbells and the configuration.
+//! Each part has its own module and its own lock; keeping them in one struct only saves
+//! passing six arguments.
 
 use std::sync::{Arc, Mutex};
 
