@@ -609,6 +609,43 @@ fn twenty_clients_receive_one_broadcast() {
     sender.expect_nothing_pending();
 }
 
+/// More clients than the server has writer doorbells (256, `limits::WRITER_DOORBELLS`), so
+/// writers share them: a broadcast must still reach everyone, a private line must reach its
+/// receiver (waking the others on that doorbell for nothing), and nobody may lose a wake-up
+/// on the way, which the second broadcast checks.
+#[test]
+fn more_clients_than_doorbells_all_receive() {
+    const RECEIVERS: usize = 300;
+    let server = Server::start();
+    let mut sender = server.sign_in("sender", "pw");
+    // Doorbells are handed out in turn: receivers i and i + 256 share one.
+    let mut receivers: Vec<Client> = (0..RECEIVERS)
+        .map(|i| server.sign_in(&format!("u{i:03}"), "pw"))
+        .collect();
+    for i in 0..RECEIVERS {
+        sender.expect(&format!("* u{i:03} joined."));
+    }
+    sender.send("one for all");
+    for receiver in &mut receivers {
+        receiver.expect("sender: one for all");
+    }
+    sender.send("~->u010: just you");
+    receivers[10].expect("[private] sender: just you");
+    sender.send("and again");
+    for receiver in &mut receivers {
+        receiver.expect("sender: and again");
+    }
+    for (i, receiver) in receivers.iter().enumerate() {
+        let privates = receiver.seen.iter().filter(|l| l.contains("just you"));
+        assert_eq!(
+            privates.count(),
+            usize::from(i == 10),
+            "u{i:03} saw {:?}",
+            receiver.seen
+        );
+    }
+}
+
 /// A receiver on its own thread that checks every numbered line from `alice` arrives in
 /// order, counting them in `progress`, until the `end` line. Returns the count and the
 /// notices (`* ...` lines) seen in between.
