@@ -1,7 +1,7 @@
 //! Doorbells: how a sleeping writer thread is told that its queue has lines.
 //!
 //! This module owns waking writers and nothing else: it knows no queues, lines or sockets.
-//! A writer reads the doorbell's count, looks at its own queue, and if the queue is empty
+//! A writer reads the doorbell's count, looks at its own queue, and if nothing there is due
 //! sleeps until the count moves on; whoever queues a line rings afterwards. A ring between
 //! the look and the sleep is not lost, because the count has already moved.
 //!
@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 /// variable to sleep on until the count changes.
 #[derive(Default)]
 pub struct Doorbell {
-    rings: Mutex<Rung>,
-    rung: Condvar,
+    state: Mutex<Rung>,
+    changed: Condvar,
 }
 
 #[derive(Default)]
@@ -44,7 +44,7 @@ impl Doorbell {
 
     /// Never held across anything that can panic: a poisoned count is still a count.
     fn lock(&self) -> MutexGuard<'_, Rung> {
-        self.rings.lock().unwrap_or_else(PoisonError::into_inner)
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// How often this doorbell has rung so far. Read it *before* looking for work, then
@@ -65,7 +65,7 @@ impl Doorbell {
         rung.count = rung.count.wrapping_add(1);
         rung.at = Some(Instant::now());
         drop(rung);
-        self.rung.notify_all();
+        self.changed.notify_all();
     }
 
     /// Sleeps until the doorbell has rung since [`Doorbell::rings`] returned `seen`;
@@ -73,7 +73,10 @@ impl Doorbell {
     pub fn wait_past(&self, seen: u64) {
         let mut rung = self.lock();
         while rung.count == seen {
-            rung = self.rung.wait(rung).unwrap_or_else(PoisonError::into_inner);
+            rung = self
+                .changed
+                .wait(rung)
+                .unwrap_or_else(PoisonError::into_inner);
         }
     }
 }
