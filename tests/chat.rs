@@ -615,10 +615,11 @@ fn twenty_clients_receive_one_broadcast() {
 /// on the way, which the second broadcast checks.
 #[test]
 fn more_clients_than_doorbells_all_receive() {
-    const RECEIVERS: usize = 300;
+    const RECEIVERS: usize = 270;
     let server = Server::start();
     let mut sender = server.sign_in("sender", "pw");
-    // Doorbells are handed out in turn: receivers i and i + 256 share one.
+    // Doorbells are handed out in turn (the sender got the first): receivers i and i + 256
+    // share one, so u010 shares with u266.
     let mut receivers: Vec<Client> = (0..RECEIVERS)
         .map(|i| server.sign_in(&format!("u{i:03}"), "pw"))
         .collect();
