@@ -43,9 +43,12 @@ pub const NOTICE_DELAY_PER_USER: Duration = Duration::from_micros(100);
 /// so that in a large room a writer batches the chat lines that arrive meanwhile: 100 users:
 /// 4 ms, 1,000 users and more: 40 ms. Chat is delayed by at most that much. At 20 ms, 1,000
 /// users receiving 200 lines/s kept one core 95% busy with writes and timer wake-ups, and
-/// any hiccup left the server behind (p99 0.1 to 2 s); at 40 ms it is 55 to 67% busy and p99
-/// steady near 45 ms (docs/PERFORMANCE.md).
+/// any hiccup left the server behind (p99 from 54 ms to 2 s); at 40 ms it is 55 to 67% busy
+/// and p99 steady near 45 ms (docs/PERFORMANCE.md).
 pub const WRITER_PACE_PER_USER: Duration = Duration::from_micros(40);
+
+/// The longest pause of a writer after a write, however large the room.
+pub const MAX_WRITER_PACE: Duration = Duration::from_millis(40);
 
 /// How many doorbells the writers share (see `doorbell.rs`). With up to this many clients
 /// each writer has its own; beyond, a broadcast costs at most this many wake-up syscalls
@@ -53,9 +56,6 @@ pub const WRITER_PACE_PER_USER: Duration = Duration::from_micros(40);
 /// on 2 cores with 10,000 sleeping writers: waking all took 340 ms one by one, 70 ms with
 /// 256 doorbells, 63 ms with 64 (docs/PERFORMANCE.md).
 pub const WRITER_DOORBELLS: usize = 256;
-
-/// The longest pause of a writer after a write, however large the room.
-pub const MAX_WRITER_PACE: Duration = Duration::from_millis(40);
 
 /// The longest a join or leave notice waits, however large the room.
 pub const MAX_NOTICE_DELAY: Duration = Duration::from_secs(1);
