@@ -35,6 +35,16 @@ struct Rung {
     /// When it last rang: notices that can wait for the next ring do not ring again
     /// within their delay (see `outbox::Urgency::Within`).
     at: Option<Instant>,
+    /// Some writer behind this doorbell has lines that wait for its next ring (notices
+    /// that did not ring themselves). The notice flusher rings only such doorbells, so an
+    /// idle server's flusher costs a few lock operations, not a visit to every user.
+    waiting: bool,
+}
+
+impl Rung {
+    fn rang_within(&self, delay: Duration) -> bool {
+        self.at.is_some_and(|at| at.elapsed() < delay)
+    }
 }
 
 impl Doorbell {
@@ -53,10 +63,22 @@ impl Doorbell {
         self.lock().count
     }
 
-    /// Whether it rang less than `delay` ago.
-    pub fn rang_within(&self, delay: Duration) -> bool {
-        let at = self.lock().at;
-        at.is_some_and(|at| at.elapsed() < delay)
+    /// Whether a line that may wait up to `delay` should ring now: true if the doorbell
+    /// has not rung within `delay`. If not, the doorbell remembers that a line waits, and
+    /// [`Doorbells::ring_waiting`] rings it once the delay has passed.
+    pub fn due(&self, delay: Duration) -> bool {
+        let mut rung = self.lock();
+        let rang_lately = rung.rang_within(delay);
+        if rang_lately {
+            rung.waiting = true;
+        }
+        !rang_lately
+    }
+
+    /// Remembers that a writer behind this doorbell went to sleep with lines queued, to be
+    /// taken at the next ring.
+    pub fn hold(&self) {
+        self.lock().waiting = true;
     }
 
     /// Wakes every writer sleeping on this doorbell. One syscall however many sleep.
@@ -64,6 +86,7 @@ impl Doorbell {
         let mut rung = self.lock();
         rung.count = rung.count.wrapping_add(1);
         rung.at = Some(Instant::now());
+        rung.waiting = false;
         drop(rung);
         self.changed.notify_all();
     }
@@ -102,6 +125,23 @@ impl Doorbells {
     pub fn assign(&self) -> Arc<Doorbell> {
         let turn = self.next.fetch_add(1, Ordering::Relaxed);
         Arc::clone(&self.bells[turn % self.bells.len()])
+    }
+
+    /// Rings every doorbell with lines waiting behind it that has not rung within `delay`
+    /// (the notice flusher's tick). Returns how many rang.
+    pub fn ring_waiting(&self, delay: Duration) -> usize {
+        let mut rang = 0;
+        for bell in &self.bells {
+            let ring = {
+                let rung = bell.lock();
+                rung.waiting && !rung.rang_within(delay)
+            };
+            if ring {
+                bell.ring();
+                rang += 1;
+            }
+        }
+        rang
     }
 }
 
@@ -154,12 +194,29 @@ mod tests {
     }
 
     #[test]
-    fn remembers_when_it_rang() {
+    fn a_line_rings_only_if_the_doorbell_has_not_rung_within_its_delay() {
         let bell = Doorbell::new();
-        assert!(!bell.rang_within(Duration::from_secs(60)), "never rang");
+        assert!(bell.due(Duration::from_secs(60)), "never rang");
         bell.ring();
-        assert!(bell.rang_within(Duration::from_secs(60)));
-        assert!(!bell.rang_within(Duration::ZERO));
+        assert!(!bell.due(Duration::from_secs(60)), "rang just now");
+        assert!(bell.due(Duration::ZERO));
+    }
+
+    #[test]
+    fn the_flusher_rings_only_doorbells_with_lines_waiting_past_their_delay() {
+        let bells = Doorbells::new(3);
+        let (waits, idle, recent) = (bells.assign(), bells.assign(), bells.assign());
+        waits.ring();
+        assert!(
+            !waits.due(Duration::from_secs(60)),
+            "a line now waits behind it"
+        );
+        recent.ring();
+        recent.hold(); // a writer slept with lines queued, just after a ring
+        assert_eq!(bells.ring_waiting(Duration::from_secs(60)), 0, "too soon");
+        assert_eq!(bells.ring_waiting(Duration::ZERO), 2);
+        assert_eq!((waits.rings(), idle.rings(), recent.rings()), (2, 0, 2));
+        assert_eq!(bells.ring_waiting(Duration::ZERO), 0, "a ring covers them");
     }
 
     #[test]

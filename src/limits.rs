@@ -52,10 +52,12 @@ pub const MAX_WRITER_PACE: Duration = Duration::from_millis(40);
 
 /// How many doorbells the writers share (see `doorbell.rs`). With up to this many clients
 /// each writer has its own; beyond, a broadcast costs at most this many wake-up syscalls
-/// instead of one per user, and a private line wakes about clients / 256 writers. Measured
-/// on 2 cores with 10,000 sleeping writers: waking all took 340 ms one by one, 70 ms with
-/// 256 doorbells, 63 ms with 64 (docs/PERFORMANCE.md).
-pub const WRITER_DOORBELLS: usize = 256;
+/// instead of one per user, and a private line wakes about clients / 64 writers. Each wake
+/// syscall walks a futex hash bucket holding a sixteenth of all sleeping writers, so a
+/// broadcast's walks grow with this number: with 256, ringing a broadcast to 6,000 users
+/// took a fifth of the server's time for it; 32 cut that broadcast's CPU by 15% but woke
+/// eight times as many writers for each sign-in's own lines (docs/PERFORMANCE.md).
+pub const WRITER_DOORBELLS: usize = 64;
 
 /// The longest a join or leave notice waits, however large the room.
 pub const MAX_NOTICE_DELAY: Duration = Duration::from_secs(1);

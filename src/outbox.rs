@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::doorbell::{Doorbell, Rings};
+use crate::doorbell::Doorbell;
 use crate::stats;
 
 /// How the transport cuts a connection (for TCP: `shutdown(Both)`). Calling it wakes the
@@ -119,8 +119,8 @@ pub enum Urgency {
     /// Chat and replies: wake a sleeping writer at once.
     Now,
     /// Join and leave notices: wake the writer at once only if its doorbell has not rung
-    /// within the given delay; otherwise the notice waits for the doorbell's next ring or
-    /// for [`Outbox::nudge`]. In a sign-in storm every join goes to every user; this turns
+    /// within the given delay; otherwise the notice waits for the doorbell's next ring,
+    /// which the notice flusher makes sure comes (`Doorbells::ring_waiting`). In a sign-in storm every join goes to every user; this turns
     /// one wake-up per join per user into a few per second per doorbell. (Per doorbell,
     /// not per writer: a ring wakes all the writers sharing it, and each takes its queue.)
     Within(Duration),
@@ -206,16 +206,6 @@ impl Outbox {
         })
     }
 
-    /// Adds this outbox's doorbell to `rings` if its writer sleeps on lines queued with
-    /// [`Urgency::Within`] and `delay` has passed since its doorbell last rang. The notice
-    /// flusher calls it for every outbox, then rings each doorbell once.
-    pub fn nudge(&self, delay: Duration, rings: &mut Rings) {
-        let mut queue = self.lock();
-        if !queue.lines.is_empty() && self.wake_due(&mut queue, Urgency::Within(delay)) {
-            rings.add(&self.doorbell);
-        }
-    }
-
     /// Whether a line of this urgency, just queued, should wake the writer now; if so, the
     /// wake-up is recorded. Only a sleeping writer needs one, and only one: a ring already
     /// on its way covers this line too.
@@ -224,7 +214,7 @@ impl Outbox {
             return false;
         }
         if let Urgency::Within(delay) = urgency
-            && self.doorbell.rang_within(delay)
+            && !self.doorbell.due(delay)
         {
             return false;
         }
@@ -380,7 +370,13 @@ impl Outbox {
                 _ => {}
             }
             queue.writer_waiting = true;
+            let lines_wait = !queue.lines.is_empty();
             drop(queue);
+            if lines_wait {
+                // Notices only, just after a write: they wait for the doorbell's next ring,
+                // which the notice flusher makes sure comes.
+                self.doorbell.hold();
+            }
             // May ring for another writer's lines (a shared doorbell): this writer then
             // takes its own lines early, or finds none and sleeps again.
             self.doorbell.wait_past(seen);
@@ -480,7 +476,7 @@ pub fn run_writer<W: Write>(outbox: &Outbox, mut socket: W) -> std::io::Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::doorbell::Doorbells;
+    use crate::doorbell::{Doorbells, Rings};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn counting_outbox(limit: usize) -> (Arc<Outbox>, Arc<AtomicUsize>) {
@@ -674,9 +670,10 @@ mod tests {
         for feeder in feeders {
             feeder.join().expect("feeder");
         }
-        // Notices wait for a nudge: give them one every millisecond, as the notice flusher
-        // does every 100. Every line must then reach its writer's socket without any other
-        // ring (a lost wake-up fails here; closing would wake everyone anyway).
+        // Notices wait for the flusher: ring the doorbells with lines waiting every
+        // millisecond, as the notice flusher does every 100. Every line must then reach its
+        // writer's socket without any other ring (a lost wake-up fails here; closing would
+        // wake everyone anyway).
         let deadline = Instant::now() + Duration::from_secs(10);
         let marks: Vec<u64> = outboxes.iter().map(|outbox| outbox.mark()).collect();
         let all_written = || {
@@ -685,11 +682,7 @@ mod tests {
         };
         while !all_written() {
             assert!(Instant::now() < deadline, "lines stuck in a queue");
-            let mut rings = Rings::default();
-            for outbox in &outboxes {
-                outbox.nudge(Duration::ZERO, &mut rings);
-            }
-            rings.ring();
+            bells.ring_waiting(Duration::ZERO);
             std::thread::sleep(Duration::from_millis(1));
         }
         for outbox in &outboxes {
@@ -700,6 +693,62 @@ mod tests {
             let sink = writer.join().expect("writer thread").expect("vec write");
             assert_eq!(String::from_utf8(sink).expect("utf-8"), expected);
         }
+    }
+
+    /// A socket that queues a notice for its own client while the writer is in `write`.
+    struct NoticeDuringWrite {
+        outbox: Arc<Outbox>,
+        sent: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl Write for NoticeDuringWrite {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            let mut sent = self.sent.lock().expect("sink");
+            if sent.is_empty() {
+                let notice = Urgency::Within(Duration::from_secs(3600));
+                self.outbox
+                    .push_deferred(line("notice\n"), notice)
+                    .expect("room");
+            }
+            sent.extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A notice queued while its writer writes rings nothing (the writer is awake); the
+    /// writer then sleeps with it queued. The notice flusher's ring must bring it out.
+    #[test]
+    fn a_notice_queued_during_a_write_goes_out_at_the_flushers_ring() {
+        let bells = Doorbells::new(1);
+        let outbox = Arc::new(Outbox::with_doorbell(1000, Box::new(|| {}), bells.assign()));
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let socket = NoticeDuringWrite {
+            outbox: Arc::clone(&outbox),
+            sent: Arc::clone(&sent),
+        };
+        let writer = {
+            let outbox = Arc::clone(&outbox);
+            std::thread::spawn(move || run_writer(&outbox, socket))
+        };
+        outbox.push(line("chat\n")).expect("room");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while outbox.mark() < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "the writer never wrote the chat line"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        while !outbox.wait_written(2, Duration::from_millis(5)) {
+            assert!(Instant::now() < deadline, "the notice was never written");
+            bells.ring_waiting(Duration::ZERO);
+        }
+        outbox.close();
+        writer.join().expect("writer thread").expect("sink write");
+        assert_eq!(*sent.lock().expect("sink"), b"chat\nnotice\n");
     }
 
     #[test]

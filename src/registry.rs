@@ -402,17 +402,6 @@ impl Registry {
         }
     }
 
-    /// Every online user's outbox and the current notice delay, for the notice flusher
-    /// to nudge outside the lock.
-    pub fn outboxes(&self) -> (Vec<Arc<Outbox>>, Duration) {
-        let outboxes = self
-            .online
-            .values()
-            .map(|o| Arc::clone(&o.outbox))
-            .collect();
-        (outboxes, notice_delay(self.online.len()))
-    }
-
     fn notice_urgency(&self) -> Urgency {
         Urgency::Within(notice_delay(self.online.len()))
     }
