@@ -15,6 +15,10 @@
 //! also wakes the others behind that doorbell, who find nothing and sleep again. Up to
 //! [`WRITER_DOORBELLS`] clients no doorbell is shared, so a small server pays nothing.
 //!
+//! A doorbell also remembers whether a notice waits behind it for its next ring (a join
+//! that did not ring, because the doorbell rang moments ago): the notice flusher rings
+//! just those doorbells, and never has to visit every user.
+//!
 //! [`WRITER_DOORBELLS`]: crate::limits::WRITER_DOORBELLS
 
 use std::sync::atomic::{AtomicUsize, Ordering};
