@@ -354,9 +354,9 @@ impl Outbox {
     }
 
     /// For the writer: waits for lines, then moves *all* queued lines into `buf`, so one
-    /// `write` sends them together. Returns how many lines, or `None` when the writer
-    /// should stop.
-    fn take_batch(&self, buf: &mut Vec<u8>) -> Option<u64> {
+    /// `write` sends them together. Returns what it took, or `None` when the writer should
+    /// stop.
+    fn take_batch(&self, buf: &mut Vec<u8>) -> Option<Batch> {
         let mut rang = false;
         let mut queue = loop {
             // Read the doorbell before looking at the queue: a line pushed after the look
@@ -384,8 +384,10 @@ impl Outbox {
         };
         queue.writer_waiting = false;
         queue.wake_requested = false;
-        queue.urgent = false;
-        let count = queue.lines.len() as u64;
+        let batch = Batch {
+            lines: queue.lines.len() as u64,
+            urgent: std::mem::take(&mut queue.urgent),
+        };
         for line in queue.lines.drain(..) {
             buf.extend_from_slice(line.as_bytes());
         }
@@ -397,8 +399,16 @@ impl Outbox {
         if anyone_waits {
             self.changed.notify_all();
         }
-        Some(count)
+        Some(batch)
     }
+}
+
+/// What the writer took from its queue for one `write`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Batch {
+    lines: u64,
+    /// Some line in it may not wait (chat, a reply), as opposed to notices only.
+    urgent: bool,
 }
 
 /// A write that has not finished after this long is waiting for the client to read, not
@@ -422,18 +432,20 @@ pub fn set_writer_pace(pace: Duration) {
     WRITER_PACE_MICROS.store(micros, Ordering::Relaxed);
 }
 
-/// How long to pause after a write of `lines_written` lines, `since_previous` after the
-/// previous write. The pace applies only to a writer that is busy (its writes come less than
-/// two paces apart): that is where batching saves wake-ups. A writer that wakes now
-/// and then, for a notice or a quiet room's chat, writes at once and sleeps on its queue.
-fn writer_pause(lines_written: u64, since_previous: Option<Duration>) -> Duration {
+/// How long to pause after writing `batch`, `since_previous` after the previous write. The
+/// pace applies only to a writer that is busy (its writes come less than two paces apart):
+/// that is where batching saves wake-ups. A writer that wakes now and then, for a notice or
+/// a quiet room's chat, writes at once and sleeps on its queue.
+fn writer_pause(batch: Batch, since_previous: Option<Duration>) -> Duration {
     let pace = Duration::from_micros(WRITER_PACE_MICROS.load(Ordering::Relaxed));
     // Twice the pace, so that a writer in its paced rhythm (a pause, then a write) still
     // counts as busy.
     let busy = since_previous.is_some_and(|gap| gap < pace * 2);
-    // In a burst (more than one line was waiting) linger at least a little, so the lines
-    // still coming go out together.
-    let linger = if lines_written > 1 {
+    // In a burst of chat (more than one line was waiting) linger at least a little, so the
+    // lines still coming go out together. Not after notices alone: the next ones wait for
+    // the doorbell anyway, and in a sign-in storm, when every write is a batch of joins,
+    // lingering cost every writer a timer wake-up per write.
+    let linger = if batch.urgent && batch.lines > 1 {
         WRITER_LINGER
     } else {
         Duration::ZERO
@@ -451,14 +463,14 @@ pub fn run_writer<W: Write>(outbox: &Outbox, mut socket: W) -> std::io::Result<(
     let mut buf = Vec::new();
     let mut result = Ok(());
     let mut previous_write: Option<Instant> = None;
-    while let Some(lines) = outbox.take_batch(&mut buf) {
+    while let Some(batch) = outbox.take_batch(&mut buf) {
         if let Err(e) = socket.write_all(&buf) {
             result = Err(e);
             break;
         }
-        outbox.record_written(lines);
+        outbox.record_written(batch.lines);
         let now = Instant::now();
-        let pause = writer_pause(lines, previous_write.map(|t| now.duration_since(t)));
+        let pause = writer_pause(batch, previous_write.map(|t| now.duration_since(t)));
         previous_write = Some(now);
         if !pause.is_zero() {
             std::thread::sleep(pause);
@@ -616,6 +628,22 @@ mod tests {
                 got, expected,
                 "rang={rang} urgent={urgent} {state:?} {has_lines}"
             );
+        }
+    }
+
+    #[test]
+    fn a_writer_lingers_only_after_a_burst_of_chat() {
+        // (lines written, any of them chat) -> pause, for a writer that is not busy
+        // (no previous write, so the room-sized pace does not apply).
+        let table = [
+            (1, true, Duration::ZERO),
+            (3, true, WRITER_LINGER),
+            (1, false, Duration::ZERO),
+            (3, false, Duration::ZERO), // a batch of joins: the next ones can wait
+        ];
+        for (lines, urgent, expected) in table {
+            let batch = Batch { lines, urgent };
+            assert_eq!(writer_pause(batch, None), expected, "{batch:?}");
         }
     }
 
