@@ -15,9 +15,13 @@
 //! also wakes the others behind that doorbell, who find nothing and sleep again. Up to
 //! [`WRITER_DOORBELLS`] clients no doorbell is shared, so a small server pays nothing.
 //!
-//! A doorbell also remembers whether a notice waits behind it for its next ring (a join
-//! that did not ring, because the doorbell rang moments ago): the notice flusher rings
-//! just those doorbells, and never has to visit every user.
+//! A ring says what it is for. [`Ring::Urgent`] (a chat line, a reply, a welcome) wakes
+//! everyone behind the doorbell, but only the writers with such a line write; the others
+//! sleep again. [`Ring::All`] (notices) lets every writer take its whole queue. So a line
+//! for one user costs the writers sharing its doorbell a wake-up, not a write of the
+//! notices they hold. A doorbell also remembers whether a notice waits behind it for its
+//! next ring for all (a join that did not ring, because the doorbell rang moments ago): the
+//! notice flusher rings just those doorbells, and never has to visit every user.
 //!
 //! [`WRITER_DOORBELLS`]: crate::limits::WRITER_DOORBELLS
 
@@ -33,11 +37,31 @@ pub struct Doorbell {
     changed: Condvar,
 }
 
+/// What a ring asks of the writers behind a doorbell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Ring {
+    /// Some of them have lines that may not wait: each writer with such a line takes its
+    /// queue; the others go back to sleep, and their notices keep waiting. A welcome or a
+    /// private line for one user costs the writers beside it a wake-up, not a write.
+    Urgent,
+    /// Every writer takes whatever is queued, notices too.
+    All,
+}
+
+/// Where a doorbell's counts stood when a writer looked: pass it to [`Doorbell::wait_past`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    rings: u64,
+    all: u64,
+}
+
 #[derive(Default)]
 struct Rung {
+    /// Rings of any kind, and rings of kind [`Ring::All`].
     count: u64,
-    /// When it last rang: notices that can wait for the next ring do not ring again
-    /// within their delay (see `outbox::Urgency::Within`).
+    all_count: u64,
+    /// When it last rang for all: notices that can wait for the next such ring do not ring
+    /// again within their delay (see `outbox::Urgency::Within`).
     at: Option<Instant>,
     /// Some writer behind this doorbell has lines that wait for its next ring (notices
     /// that did not ring themselves). The notice flusher rings only such doorbells, so an
@@ -63,8 +87,12 @@ impl Doorbell {
 
     /// How often this doorbell has rung so far. Read it *before* looking for work, then
     /// pass it to [`Doorbell::wait_past`].
-    pub fn rings(&self) -> u64 {
-        self.lock().count
+    pub fn rings(&self) -> Seen {
+        let rung = self.lock();
+        Seen {
+            rings: rung.count,
+            all: rung.all_count,
+        }
     }
 
     /// Whether a line that may wait up to `delay` should ring now: true if the doorbell
@@ -86,25 +114,29 @@ impl Doorbell {
     }
 
     /// Wakes every writer sleeping on this doorbell. One syscall however many sleep.
-    pub fn ring(&self) {
+    pub fn ring(&self, ring: Ring) {
         let mut rung = self.lock();
         rung.count = rung.count.wrapping_add(1);
-        rung.at = Some(Instant::now());
-        rung.waiting = false;
+        if ring == Ring::All {
+            rung.all_count = rung.all_count.wrapping_add(1);
+            rung.at = Some(Instant::now());
+            rung.waiting = false;
+        }
         drop(rung);
         self.changed.notify_all();
     }
 
     /// Sleeps until the doorbell has rung since [`Doorbell::rings`] returned `seen`;
-    /// returns at once if it already has.
-    pub fn wait_past(&self, seen: u64) {
+    /// returns at once if it already has. True if one of those rings was [`Ring::All`].
+    pub fn wait_past(&self, seen: Seen) -> bool {
         let mut rung = self.lock();
-        while rung.count == seen {
+        while rung.count == seen.rings {
             rung = self
                 .changed
                 .wait(rung)
                 .unwrap_or_else(PoisonError::into_inner);
         }
+        rung.all_count != seen.all
     }
 }
 
@@ -141,7 +173,7 @@ impl Doorbells {
                 rung.waiting && !rung.rang_within(delay)
             };
             if ring {
-                bell.ring();
+                bell.ring(Ring::All);
                 rang += 1;
             }
         }
@@ -153,20 +185,24 @@ impl Doorbells {
 /// writers got lines: the saving this module exists for.
 #[derive(Default)]
 pub struct Rings {
-    bells: Vec<Arc<Doorbell>>,
+    bells: Vec<(Arc<Doorbell>, Ring)>,
 }
 
 impl Rings {
-    pub fn add(&mut self, bell: &Arc<Doorbell>) {
-        self.bells.push(Arc::clone(bell));
+    pub fn add(&mut self, bell: &Arc<Doorbell>, ring: Ring) {
+        self.bells.push((Arc::clone(bell), ring));
     }
 
-    /// Rings every doorbell added, once each. Call with no lock held: each ring is a syscall.
+    /// Rings every doorbell added, once each, for all if any of its rings was for all.
+    /// Call with no lock held: each ring is a syscall.
     pub fn ring(mut self) {
-        self.bells.sort_unstable_by_key(Arc::as_ptr);
-        self.bells.dedup_by(|a, b| Arc::ptr_eq(a, b));
-        for bell in &self.bells {
-            bell.ring();
+        // Sorted by doorbell, and for one doorbell `All` last, so the kept entry is `All`.
+        self.bells
+            .sort_unstable_by_key(|(bell, ring)| (Arc::as_ptr(bell), *ring));
+        self.bells.reverse();
+        self.bells.dedup_by(|a, b| Arc::ptr_eq(&a.0, &b.0));
+        for (bell, ring) in &self.bells {
+            bell.ring(*ring);
         }
     }
 }
@@ -175,13 +211,19 @@ impl Rings {
 mod tests {
     use super::*;
 
+    /// (rings of any kind, rings for all) so far.
+    fn counts(bell: &Doorbell) -> (u64, u64) {
+        let seen = bell.rings();
+        (seen.rings, seen.all)
+    }
+
     #[test]
     fn a_ring_before_the_sleep_is_not_lost() {
         let bell = Doorbell::new();
         let seen = bell.rings();
-        bell.ring(); // lands between "look at the queue" and "sleep"
+        bell.ring(Ring::Urgent); // lands between "look at the queue" and "sleep"
         bell.wait_past(seen); // must return at once, or this test hangs
-        assert_eq!(bell.rings(), seen + 1);
+        assert_eq!(counts(&bell), (1, 0));
     }
 
     #[test]
@@ -193,16 +235,41 @@ mod tests {
             std::thread::spawn(move || bell.wait_past(seen))
         };
         std::thread::sleep(Duration::from_millis(20)); // let it fall asleep (not required)
-        bell.ring();
-        sleeper.join().expect("woken writer");
+        bell.ring(Ring::All);
+        assert!(sleeper.join().expect("woken writer"), "it rang for all");
     }
 
     #[test]
-    fn a_line_rings_only_if_the_doorbell_has_not_rung_within_its_delay() {
+    fn the_writer_learns_whether_any_ring_since_it_looked_was_for_all() {
+        // (rings since the look) -> may the writer take its notices?
+        let table: [(&[Ring], bool); 4] = [
+            (&[Ring::Urgent], false),
+            (&[Ring::All], true),
+            (&[Ring::Urgent, Ring::All], true),
+            (&[Ring::All, Ring::Urgent, Ring::Urgent], true),
+        ];
+        for (rings, expected) in table {
+            let bell = Doorbell::new();
+            bell.ring(Ring::All); // an earlier ring, before the look, does not count
+            let seen = bell.rings();
+            for &ring in rings {
+                bell.ring(ring);
+            }
+            assert_eq!(bell.wait_past(seen), expected, "{rings:?}");
+        }
+    }
+
+    #[test]
+    fn a_line_rings_only_if_the_doorbell_has_not_rung_for_all_within_its_delay() {
         let bell = Doorbell::new();
         assert!(bell.due(Duration::from_secs(60)), "never rang");
-        bell.ring();
-        assert!(!bell.due(Duration::from_secs(60)), "rang just now");
+        bell.ring(Ring::Urgent);
+        assert!(
+            bell.due(Duration::from_secs(60)),
+            "an urgent ring took no notices"
+        );
+        bell.ring(Ring::All);
+        assert!(!bell.due(Duration::from_secs(60)), "rang for all just now");
         assert!(bell.due(Duration::ZERO));
     }
 
@@ -210,16 +277,19 @@ mod tests {
     fn the_flusher_rings_only_doorbells_with_lines_waiting_past_their_delay() {
         let bells = Doorbells::new(3);
         let (waits, idle, recent) = (bells.assign(), bells.assign(), bells.assign());
-        waits.ring();
+        waits.ring(Ring::All);
         assert!(
             !waits.due(Duration::from_secs(60)),
             "a line now waits behind it"
         );
-        recent.ring();
+        recent.ring(Ring::All);
         recent.hold(); // a writer slept with lines queued, just after a ring
         assert_eq!(bells.ring_waiting(Duration::from_secs(60)), 0, "too soon");
+        waits.ring(Ring::Urgent); // takes no notices, so it does not cover them
         assert_eq!(bells.ring_waiting(Duration::ZERO), 2);
-        assert_eq!((waits.rings(), idle.rings(), recent.rings()), (2, 0, 2));
+        assert_eq!(counts(&waits), (3, 2));
+        assert_eq!(counts(&idle), (0, 0));
+        assert_eq!(counts(&recent), (2, 2));
         assert_eq!(bells.ring_waiting(Duration::ZERO), 0, "a ring covers them");
     }
 
@@ -239,14 +309,25 @@ mod tests {
     }
 
     #[test]
-    fn rings_rings_each_doorbell_once() {
-        let bells = Doorbells::new(2);
-        let (a, b) = (bells.assign(), bells.assign());
+    fn rings_rings_each_doorbell_once_for_all_if_any_ring_was() {
+        let bells = Doorbells::new(3);
+        let (a, b, c) = (bells.assign(), bells.assign(), bells.assign());
         let mut rings = Rings::default();
-        for bell in [&a, &b, &a, &a, &b] {
-            rings.add(bell);
+        let added = [
+            (&a, Ring::Urgent),
+            (&b, Ring::Urgent),
+            (&a, Ring::All),
+            (&a, Ring::Urgent),
+            (&b, Ring::Urgent),
+            (&c, Ring::All),
+        ];
+        for (bell, ring) in added {
+            rings.add(bell, ring);
         }
         rings.ring();
-        assert_eq!((a.rings(), b.rings()), (1, 1));
+        assert_eq!(
+            (counts(&a), counts(&b), counts(&c)),
+            ((1, 1), (1, 0), (1, 1))
+        );
     }
 }

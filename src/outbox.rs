@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::doorbell::Doorbell;
+use crate::doorbell::{Doorbell, Ring};
 use crate::stats;
 
 /// How the transport cuts a connection (for TCP: `shutdown(Both)`). Calling it wakes the
@@ -80,8 +80,9 @@ struct Queue {
 /// holds no lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pushed {
-    /// The writer sleeps: ring [`Outbox::doorbell`] (or call [`Outbox::wake`]).
-    pub wake: bool,
+    /// The writer sleeps: ring [`Outbox::doorbell`] this way (for a chat line
+    /// [`Ring::Urgent`], for a notice [`Ring::All`]).
+    pub wake: Option<Ring>,
     /// The queue is over half full and its writer is not stuck in a write: it has fallen
     /// behind only for want of CPU. The sender should give the writers the CPU before
     /// sending more, or a burst from a fast sender overflows queues whose clients read fine
@@ -91,9 +92,10 @@ pub struct Pushed {
 }
 
 impl Queue {
-    /// Whether the writer should take the queued lines now: after its doorbell rang,
-    /// anything queued; after a write, only lines that may not wait (or the last lines
-    /// before closing).
+    /// Whether the writer should take the queued lines now: after its doorbell rang for
+    /// all ([`Ring::All`]), anything queued; otherwise (after a write, or woken by an
+    /// urgent ring for a neighbour) only if some line may not wait, or to send the last
+    /// lines before closing.
     fn ready_for_writer(&self, rang: bool) -> bool {
         let now = rang || self.urgent || self.state == State::Closing;
         now && !self.lines.is_empty()
@@ -178,7 +180,7 @@ impl Outbox {
     /// its locks.
     pub fn push(&self, line: Arc<str>) -> Result<(), PushError> {
         let pushed = self.push_deferred(line, Urgency::Now);
-        if !matches!(pushed, Ok(Pushed { wake: false, .. })) {
+        if !matches!(pushed, Ok(Pushed { wake: None, .. })) {
             self.wake();
         }
         pushed.map(|_| ())
@@ -206,20 +208,20 @@ impl Outbox {
         })
     }
 
-    /// Whether a line of this urgency, just queued, should wake the writer now; if so, the
-    /// wake-up is recorded. Only a sleeping writer needs one, and only one: a ring already
-    /// on its way covers this line too.
-    fn wake_due(&self, queue: &mut Queue, urgency: Urgency) -> bool {
+    /// Whether a line of this urgency, just queued, should wake the writer now, and how; if
+    /// so, the wake-up is recorded. Only a sleeping writer needs one, and only one: a ring
+    /// already on its way covers this line too (the writer then takes its whole queue).
+    fn wake_due(&self, queue: &mut Queue, urgency: Urgency) -> Option<Ring> {
         if !queue.writer_waiting || queue.wake_requested {
-            return false;
+            return None;
         }
-        if let Urgency::Within(delay) = urgency
-            && !self.doorbell.due(delay)
-        {
-            return false;
-        }
+        let ring = match urgency {
+            Urgency::Now => Ring::Urgent,
+            Urgency::Within(delay) if self.doorbell.due(delay) => Ring::All,
+            Urgency::Within(_) => return None,
+        };
         queue.wake_requested = true;
-        true
+        Some(ring)
     }
 
     /// The doorbell this outbox's writer sleeps on.
@@ -230,7 +232,7 @@ impl Outbox {
     /// Wakes the writer to look at the queue again. Called with the queue unlocked, so the
     /// woken thread does not at once block on it.
     pub fn wake(&self) {
-        self.doorbell.ring();
+        self.doorbell.ring(Ring::Urgent);
     }
 
     /// Queues `line`, waiting up to `patience` for room. For replies this client asked for
@@ -377,10 +379,10 @@ impl Outbox {
                 // which the notice flusher makes sure comes.
                 self.doorbell.hold();
             }
-            // May ring for another writer's lines (a shared doorbell): this writer then
-            // takes its own lines early, or finds none and sleeps again.
-            self.doorbell.wait_past(seen);
-            rang = true;
+            // May ring for another writer's lines (a shared doorbell): after a ring for
+            // all this writer takes its own lines early; after an urgent ring for a
+            // neighbour it finds nothing due and sleeps again, leaving its notices queued.
+            rang |= self.doorbell.wait_past(seen);
         };
         queue.writer_waiting = false;
         queue.wake_requested = false;
@@ -584,24 +586,30 @@ mod tests {
         // Pushes like the registry does: ring the doorbell when told to.
         let wakes = |urgency| {
             let pushed = outbox.push_deferred(line("x\n"), urgency).map(|p| p.wake);
-            if pushed == Ok(true) {
-                outbox.wake();
+            if let Ok(Some(ring)) = pushed {
+                outbox.doorbell().ring(ring);
             }
             pushed
         };
         let soon = Urgency::Within(Duration::from_secs(60));
-        assert_eq!(wakes(soon), Ok(true), "first notice wakes");
+        assert_eq!(wakes(soon), Ok(Some(Ring::All)), "first notice wakes");
         assert_eq!(
             wakes(Urgency::Now),
-            Ok(false),
+            Ok(None),
             "that ring covers what follows"
         );
         writer_sleeps();
-        assert_eq!(wakes(soon), Ok(false), "the next notices wait");
-        assert_eq!(wakes(Urgency::Now), Ok(true), "chat never waits");
+        assert_eq!(wakes(soon), Ok(None), "the next notices wait");
+        let chat = wakes(Urgency::Now);
+        assert_eq!(chat, Ok(Some(Ring::Urgent)), "chat never waits");
         writer_sleeps();
         let now = Urgency::Within(Duration::ZERO);
-        assert_eq!(wakes(now), Ok(true), "after the delay a notice wakes again");
+        let notice = wakes(now);
+        assert_eq!(
+            notice,
+            Ok(Some(Ring::All)),
+            "after the delay a notice wakes again"
+        );
     }
 
     #[test]
@@ -686,8 +694,8 @@ mod tests {
                         let mut rings = Rings::default();
                         for outbox in outboxes.iter().skip(feeder).step_by(3) {
                             let pushed = outbox.push_deferred(line(&format!("{n}\n")), urgency);
-                            if pushed.expect("room").wake {
-                                rings.add(outbox.doorbell());
+                            if let Some(ring) = pushed.expect("room").wake {
+                                rings.add(outbox.doorbell(), ring);
                             }
                         }
                         rings.ring();

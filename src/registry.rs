@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use crate::doorbell::Rings;
+use crate::doorbell::{Ring, Rings};
 use crate::limits::{
     MAILBOX_CAP, MAX_NOTICE_DELAY, MAX_WRITER_PACE, NOTICE_DELAY_PER_USER, WRITER_PACE_PER_USER,
 };
@@ -120,8 +120,8 @@ impl Delivery {
     fn note(&mut self, name: &str, outbox: &Arc<Outbox>, pushed: Result<Pushed, PushError>) {
         match pushed {
             Ok(Pushed { wake, crowded }) => {
-                if wake {
-                    self.to_wake.add(outbox.doorbell());
+                if let Some(ring) = wake {
+                    self.to_wake.add(outbox.doorbell(), ring);
                 }
                 self.crowded |= crowded;
             }
@@ -277,7 +277,7 @@ impl Registry {
                 let notice = Reply::TakenOver.to_line();
                 let _ = old.outbox.push_deferred(notice, Urgency::Now);
                 old.outbox.close_deferred();
-                delivery.to_wake.add(old.outbox.doorbell());
+                delivery.to_wake.add(old.outbox.doorbell(), Ring::Urgent);
                 delivery
             }
             None => {
