@@ -436,8 +436,12 @@ impl Registry {
     fn broadcast_line(&self, skip_key: &str, line: Arc<str>, urgency: Urgency) -> Delivery {
         let mut delivery = Delivery::default();
         let mut receivers = 0;
+        // Skipped by outbox, not by name: comparing names read every user's name from
+        // memory, a cache miss per user, and in a sign-in storm that was an eighth of the
+        // server's time (docs/PERFORMANCE.md).
+        let skip = self.online.get(skip_key).map(|o| Arc::as_ptr(&o.outbox));
         for (key, online) in &self.online {
-            if key == skip_key {
+            if Some(Arc::as_ptr(&online.outbox)) == skip {
                 continue;
             }
             delivery.note(
