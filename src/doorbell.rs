@@ -96,8 +96,8 @@ impl Doorbell {
     }
 
     /// Whether a line that may wait up to `delay` should ring now: true if the doorbell
-    /// has not rung within `delay`. If not, the doorbell remembers that a line waits, and
-    /// [`Doorbells::ring_waiting`] rings it once the delay has passed.
+    /// has not rung for all within `delay`. If not, the doorbell remembers that a line
+    /// waits, and [`Doorbells::ring_waiting`] rings it once the delay has passed.
     pub fn due(&self, delay: Duration) -> bool {
         let mut rung = self.lock();
         let rang_lately = rung.rang_within(delay);
@@ -108,7 +108,7 @@ impl Doorbell {
     }
 
     /// Remembers that a writer behind this doorbell went to sleep with lines queued, to be
-    /// taken at the next ring.
+    /// taken at the next ring for all.
     pub fn hold(&self) {
         self.lock().waiting = true;
     }
@@ -163,8 +163,8 @@ impl Doorbells {
         Arc::clone(&self.bells[turn % self.bells.len()])
     }
 
-    /// Rings every doorbell with lines waiting behind it that has not rung within `delay`
-    /// (the notice flusher's tick). Returns how many rang.
+    /// Rings for all every doorbell with lines waiting behind it that has not rung for all
+    /// within `delay` (the notice flusher's tick). Returns how many rang.
     pub fn ring_waiting(&self, delay: Duration) -> usize {
         let mut rang = 0;
         for bell in &self.bells {

@@ -121,10 +121,11 @@ pub enum Urgency {
     /// Chat and replies: wake a sleeping writer at once.
     Now,
     /// Join and leave notices: wake the writer at once only if its doorbell has not rung
-    /// within the given delay; otherwise the notice waits for the doorbell's next ring,
-    /// which the notice flusher makes sure comes (`Doorbells::ring_waiting`). In a sign-in storm every join goes to every user; this turns
-    /// one wake-up per join per user into a few per second per doorbell. (Per doorbell,
-    /// not per writer: a ring wakes all the writers sharing it, and each takes its queue.)
+    /// for all within the given delay; otherwise the notice waits for the doorbell's next
+    /// ring for all, which the notice flusher makes sure comes (`Doorbells::ring_waiting`).
+    /// In a sign-in storm every join goes to every user; this turns one wake-up per join
+    /// per user into a few per second per doorbell. (Per doorbell, not per writer: a ring
+    /// for all wakes all the writers sharing it, and each takes its queue.)
     Within(Duration),
 }
 
