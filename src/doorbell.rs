@@ -25,6 +25,7 @@
 //!
 //! [`WRITER_DOORBELLS`]: crate::limits::WRITER_DOORBELLS
 
+use std::cmp::Reverse;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -57,14 +58,15 @@ pub struct Seen {
 
 #[derive(Default)]
 struct Rung {
-    /// Rings of any kind, and rings of kind [`Ring::All`].
+    /// Rings of any kind.
     count: u64,
+    /// Rings of kind [`Ring::All`].
     all_count: u64,
     /// When it last rang for all: notices that can wait for the next such ring do not ring
     /// again within their delay (see `outbox::Urgency::Within`).
     at: Option<Instant>,
-    /// Some writer behind this doorbell has lines that wait for its next ring (notices
-    /// that did not ring themselves). The notice flusher rings only such doorbells, so an
+    /// Some writer behind this doorbell has lines that wait for its next ring for all
+    /// (notices that did not ring themselves). The notice flusher rings only such doorbells, so an
     /// idle server's flusher costs a few lock operations, not a visit to every user.
     waiting: bool,
 }
@@ -196,10 +198,9 @@ impl Rings {
     /// Rings every doorbell added, once each, for all if any of its rings was for all.
     /// Call with no lock held: each ring is a syscall.
     pub fn ring(mut self) {
-        // Sorted by doorbell, and for one doorbell `All` last, so the kept entry is `All`.
+        // Sorted by doorbell and, for one doorbell, `All` first: dedup keeps the first.
         self.bells
-            .sort_unstable_by_key(|(bell, ring)| (Arc::as_ptr(bell), *ring));
-        self.bells.reverse();
+            .sort_unstable_by_key(|(bell, ring)| (Arc::as_ptr(bell), Reverse(*ring)));
         self.bells.dedup_by(|a, b| Arc::ptr_eq(&a.0, &b.0));
         for (bell, ring) in &self.bells {
             bell.ring(*ring);

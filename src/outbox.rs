@@ -376,8 +376,8 @@ impl Outbox {
             let lines_wait = !queue.lines.is_empty();
             drop(queue);
             if lines_wait {
-                // Notices only, just after a write: they wait for the doorbell's next ring,
-                // which the notice flusher makes sure comes.
+                // Notices only, just after a write: they wait for the doorbell's next ring
+                // for all, which the notice flusher makes sure comes.
                 self.doorbell.hold();
             }
             // May ring for another writer's lines (a shared doorbell): after a ring for
