@@ -32,6 +32,9 @@ pub enum Line {
 pub trait LineSource {
     /// The next line, or `None` when the peer has finished sending.
     fn next_line(&mut self) -> io::Result<Option<Line>>;
+    /// True if a whole line has already been read, so `next_line` returns without waiting
+    /// for the peer. False when unsure.
+    fn line_ready(&self) -> bool;
     /// After `deadline` reads fail with `TimedOut`; `None` lifts the deadline.
     fn set_deadline(&mut self, deadline: Option<Instant>);
 }
@@ -87,6 +90,12 @@ impl<R: Read> LineReader<R> {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// True if `read_line` can return a line from what is buffered, without a `read`. (While
+    /// skipping the rest of a long line the first `\n` only ends the skip: say false.)
+    pub fn line_ready(&self) -> bool {
+        !self.skipping && self.chunk[self.start..self.end].contains(&b'\n')
     }
 
     /// Consumes buffered bytes up to the next `\n` (or all of them) and returns a line if one
@@ -191,6 +200,45 @@ mod tests {
             for step in [1, 2, 3, 7, 1000, usize::MAX] {
                 assert_eq!(lines(&input, step), expected, "input {input:?} step {step}");
             }
+        }
+    }
+
+    /// What `line_ready` says before each `read_line`, for input arriving in the given reads.
+    fn readiness(reads: &[&[u8]]) -> Vec<bool> {
+        struct Reads<'a>(std::slice::Iter<'a, &'a [u8]>);
+        impl Read for Reads<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                let next = self.0.next().copied().unwrap_or_default();
+                buf[..next.len()].copy_from_slice(next);
+                Ok(next.len())
+            }
+        }
+        let mut reader = LineReader::new(Reads(reads.iter()));
+        let mut ready = vec![reader.line_ready()];
+        while reader.read_line().expect("in-memory read").is_some() {
+            ready.push(reader.line_ready());
+        }
+        ready
+    }
+
+    #[test]
+    fn line_ready_only_when_a_whole_line_waits_in_the_buffer() {
+        let long = [b'x'; 1000];
+        let rows: Vec<(Vec<&[u8]>, Vec<bool>)> = vec![
+            // Nothing read yet; after the last line of a read, the next needs a read.
+            (vec![b"a\n"], vec![false, false]),
+            (vec![b"a\nb\nc\n"], vec![false, true, true, false]),
+            // A partial line is not a line.
+            (vec![b"a\nb", b"\n"], vec![false, false, false]),
+            (vec![b"a\r\nb\r\n"], vec![false, true, false]),
+            // A too-long line, its rest skipped up to its `\n`, then two lines in one read.
+            (
+                vec![&long[..], &long[..100], b"x\nok\nmore\n"],
+                vec![false, false, true, false],
+            ),
+        ];
+        for (reads, expected) in rows {
+            assert_eq!(readiness(&reads), expected, "reads {reads:?}");
         }
     }
 

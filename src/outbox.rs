@@ -78,7 +78,7 @@ struct Queue {
 
 /// A line was queued by [`Outbox::push_deferred`]; what the caller must do about it once it
 /// holds no lock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Pushed {
     /// The writer sleeps: ring [`Outbox::doorbell`] this way (for a chat line
     /// [`Ring::Urgent`], for a notice [`Ring::All`]).
@@ -191,16 +191,33 @@ impl Outbox {
     /// [`Pushed`]). A thread woken under the registry lock can preempt the lock holder,
     /// and every other client then queues on the lock (docs/PERFORMANCE.md).
     pub fn push_deferred(&self, line: Arc<str>, urgency: Urgency) -> Result<Pushed, PushError> {
+        self.push_all_deferred([line], urgency)
+    }
+
+    /// Queues `lines`, in order, under one lock, like [`Outbox::push_deferred`]: a burst of
+    /// chat costs each receiver one lock and at most one wake-up, not one per line. If a
+    /// line does not fit, the outbox aborts as for a single line.
+    pub fn push_all_deferred(
+        &self,
+        lines: impl IntoIterator<Item = Arc<str>>,
+        urgency: Urgency,
+    ) -> Result<Pushed, PushError> {
         let mut queue = self.lock();
         if queue.state != State::Open {
             return Err(PushError::Closed);
         }
-        if queue.bytes + line.len() > self.limit_bytes {
-            queue.state = State::Aborted;
-            stats::record_queue_drop();
-            return Err(PushError::Full);
+        let pushed_before = queue.pushed;
+        for line in lines {
+            if queue.bytes + line.len() > self.limit_bytes {
+                queue.state = State::Aborted;
+                stats::record_queue_drop();
+                return Err(PushError::Full);
+            }
+            queue.append(line);
         }
-        queue.append(line);
+        if queue.pushed == pushed_before {
+            return Ok(Pushed::default());
+        }
         queue.urgent |= urgency == Urgency::Now;
         let wake = self.wake_due(&mut queue, urgency);
         Ok(Pushed {
@@ -515,6 +532,31 @@ mod tests {
         assert_eq!(outbox.push(line("x")), Err(PushError::Full));
         assert!(outbox.is_aborted());
         assert_eq!(outbox.push(line("x")), Err(PushError::Closed));
+    }
+
+    #[test]
+    fn a_burst_is_queued_in_order_with_one_wake_up_or_overflows_like_a_line() {
+        let burst = || [line("a\n"), line("b\n"), line("c\n")];
+        let (outbox, _) = counting_outbox(100);
+        outbox.lock().writer_waiting = true; // as if asleep in take_batch
+        let nothing = outbox.push_all_deferred([], Urgency::Now);
+        assert_eq!(nothing, Ok(Pushed::default()), "no lines, no ring");
+        let first = outbox.push_all_deferred(burst(), Urgency::Now);
+        assert_eq!(first.map(|p| p.wake), Ok(Some(Ring::Urgent)));
+        let second = outbox.push_all_deferred(burst(), Urgency::Now);
+        assert_eq!(second.map(|p| p.wake), Ok(None), "one ring covers both");
+        outbox.close();
+        let mut written = Vec::new();
+        run_writer(&outbox, &mut written).expect("vec write");
+        assert_eq!(written, b"a\nb\nc\na\nb\nc\n");
+
+        let (outbox, _) = counting_outbox(8);
+        outbox
+            .push_all_deferred(burst(), Urgency::Now)
+            .expect("6 bytes fit");
+        let over = outbox.push_all_deferred(burst(), Urgency::Now);
+        assert_eq!(over, Err(PushError::Full));
+        assert!(outbox.is_aborted());
     }
 
     #[test]

@@ -149,6 +149,12 @@ pub fn writer_pace(online: usize) -> Duration {
         .min(MAX_WRITER_PACE)
 }
 
+/// A public message as its receivers see it, for [`Registry::public`]. Formatted by the
+/// sender's thread before it takes the lock.
+pub fn public_line(from: &str, text: &str) -> Arc<str> {
+    Reply::Public { from, text }.to_line()
+}
+
 /// What signing in produced.
 #[must_use]
 pub struct SignedIn {
@@ -308,10 +314,11 @@ impl Registry {
         self.broadcast_line(&key, line, self.notice_urgency())
     }
 
-    /// Sends a plain line from `from` to every other online user.
-    pub fn public(&mut self, from: &str, text: &str) -> Delivery {
-        let line = Reply::Public { from, text }.to_line();
-        self.broadcast_line(&name_key(from), line, Urgency::Now)
+    /// Sends public lines from `from` to every other online user, in order and together:
+    /// a burst of lines costs each receiver one push (see `session.rs`, `Burst`). The lines
+    /// come formatted ([`public_line`]), so no allocation happens under the lock.
+    pub fn public(&mut self, from: &str, lines: &[Arc<str>]) -> Delivery {
+        self.broadcast(&name_key(from), lines, Urgency::Now)
     }
 
     /// Sends a tagged line to every other online user; `to` gets a marked copy.
@@ -434,6 +441,11 @@ impl Registry {
     /// Pushes one shared line to every online user except `skip_key`. One allocation for
     /// all receivers: each push clones the `Arc`, not the text.
     fn broadcast_line(&self, skip_key: &str, line: Arc<str>, urgency: Urgency) -> Delivery {
+        self.broadcast(skip_key, std::slice::from_ref(&line), urgency)
+    }
+
+    /// Pushes `lines` to every online user but `skip_key`'s, each receiver's under one lock.
+    fn broadcast(&self, skip_key: &str, lines: &[Arc<str>], urgency: Urgency) -> Delivery {
         let mut delivery = Delivery::default();
         let mut receivers = 0;
         // Skipped by outbox, not by name: comparing names read every user's name from
@@ -444,14 +456,13 @@ impl Registry {
             if Some(Arc::as_ptr(&online.outbox)) == skip {
                 continue;
             }
-            delivery.note(
-                key,
-                &online.outbox,
-                online.outbox.push_deferred(Arc::clone(&line), urgency),
-            );
+            let pushed = online
+                .outbox
+                .push_all_deferred(lines.iter().cloned(), urgency);
+            delivery.note(key, &online.outbox, pushed);
             receivers += 1;
         }
-        stats::record_relayed(receivers);
+        stats::record_relayed(receivers * lines.len());
         delivery
     }
 }
@@ -582,7 +593,7 @@ mod tests {
             .expect("bob")
             .delivery
             .complete();
-        let delivery = registry.public("alice", "far more than eight bytes");
+        let delivery = registry.public("alice", &[public_line("alice", "more than eight bytes")]);
         assert_eq!(delivery.overflowed.len(), 1);
         delivery.complete();
         assert!(tiny.is_aborted());

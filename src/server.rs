@@ -338,6 +338,10 @@ impl LineSource for TcpLines<'_> {
         self.reader.read_line()
     }
 
+    fn line_ready(&self) -> bool {
+        self.reader.line_ready()
+    }
+
     fn set_deadline(&mut self, deadline: Option<Instant>) {
         let source = self.reader.get_mut();
         source.until = deadline;

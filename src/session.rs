@@ -16,7 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::clock;
-use crate::limits::{ASKED_REPLY_WAIT, MAX_FLOOD_STRIKES, MAX_PASSWORD_BYTES, MAX_PASSWORD_TRIES};
+use crate::limits::{
+    ASKED_REPLY_WAIT, MAX_BURST_LINES, MAX_FLOOD_STRIKES, MAX_PASSWORD_BYTES, MAX_PASSWORD_TRIES,
+};
 use crate::line_reader::{Line, LineSource};
 use crate::log;
 use crate::outbox::{Outbox, PushError};
@@ -80,10 +82,37 @@ struct Presence<'a> {
     shared: &'a Shared,
     name: String,
     session: SessionId,
+    /// Public lines read but not yet delivered. Lines that arrived in one read go out
+    /// together, once the next line would mean waiting for the client (or another kind of
+    /// command comes, or [`MAX_BURST_LINES`] gathered): one registry lock and one push per
+    /// receiver for the burst instead of per line. No line waits for the network, so a
+    /// burst adds no delay.
+    burst: Vec<Arc<str>>,
+}
+
+impl Presence<'_> {
+    fn add_to_burst(&mut self, line: Arc<str>) {
+        self.burst.push(line);
+        if self.burst.len() >= MAX_BURST_LINES {
+            self.send_burst();
+        }
+    }
+
+    fn send_burst(&mut self) {
+        if self.burst.is_empty() {
+            return;
+        }
+        let delivery = registry::lock(&self.shared.registry).public(&self.name, &self.burst);
+        self.burst.clear();
+        delivery.complete();
+    }
 }
 
 impl Drop for Presence<'_> {
     fn drop(&mut self) {
+        // Public lines already read still go out, before the leave notice: a client cut off
+        // for flooding, say, sent some that passed.
+        self.send_burst();
         let delivery = registry::lock(&self.shared.registry).sign_out(&self.name, self.session);
         delivery.complete();
     }
@@ -122,6 +151,11 @@ pub fn run(
     }
     let mut state = State::AwaitName;
     loop {
+        if let State::SignedIn(presence) = &mut state
+            && !lines.line_ready()
+        {
+            presence.send_burst();
+        }
         let signed_in = matches!(state, State::SignedIn(_));
         let line = match lines.next_line() {
             Ok(Some(line)) => line,
@@ -223,8 +257,8 @@ impl<'a> Session<'a> {
         match state {
             State::AwaitName => self.on_name(text),
             State::AwaitPassword(pending) => self.on_password(pending, text, lines),
-            State::SignedIn(presence) => {
-                self.on_command(&presence, text)?;
+            State::SignedIn(mut presence) => {
+                self.on_command(&mut presence, text)?;
                 Ok(State::SignedIn(presence))
             }
         }
@@ -369,6 +403,7 @@ impl<'a> Session<'a> {
             shared: self.shared,
             name,
             session: signed_in.session,
+            burst: Vec::new(),
         };
         let event = if signed_in.took_over {
             "takeover"
@@ -427,17 +462,20 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    fn on_command(&self, me: &Presence, text: &str) -> Result<(), Ending> {
+    fn on_command(&self, me: &mut Presence, text: &str) -> Result<(), Ending> {
         let command = match protocol::parse(text) {
             Ok(command) => command,
             Err(e) => return self.error(ErrorReply::Parse(e)),
         };
+        // Whatever this command sends must come after the public lines before it.
+        if !matches!(command, Command::Public { .. }) {
+            me.send_burst();
+        }
         match command {
             Command::Nothing => Ok(()),
             Command::Public { text } => {
                 self.log_message("public", &me.name, "", &text);
-                let delivery = registry::lock(&self.shared.registry).public(&me.name, &text);
-                delivery.complete();
+                me.add_to_burst(registry::public_line(&me.name, &text));
                 Ok(())
             }
             Command::Tagged { to, text } => {

@@ -298,6 +298,47 @@ fn public_message_reaches_others_but_not_the_sender() {
     alice.expect_nothing_pending();
 }
 
+/// Lines that arrive in one read are delivered together as a burst (session.rs); that
+/// must not change what anyone sees: every line, in order, each command after the public
+/// lines before it, and the lines before a `~:q!:` before the leave notice.
+#[test]
+fn lines_sent_in_one_write_arrive_in_order_around_other_commands() {
+    let server = Server::start();
+    let [mut alice, mut bob, mut carol] =
+        server.sign_in_all([("alice", "pw-a"), ("bob", "pw-b"), ("carol", "pw-c")]);
+    // More public lines than one burst holds (16), a private line, a tagged one, more
+    // public lines, then quit: all in one write.
+    let mut batch = String::new();
+    for i in 0..40 {
+        batch.push_str(&format!("line {i}\n"));
+        if i == 20 {
+            batch.push_str("~->bob: private after 20\n~-@carol: tagged after 20\n");
+        }
+    }
+    batch.push_str("~:q!:\n");
+    alice.send_raw(batch.as_bytes());
+    let expected = |extra: &[&str]| {
+        let mut lines: Vec<String> = (0..=20).map(|i| format!("alice: line {i}")).collect();
+        lines.extend(extra.iter().map(|l| l.to_string()));
+        lines.extend((21..40).map(|i| format!("alice: line {i}")));
+        lines.push("* alice left.".to_string());
+        lines
+    };
+    let bob_sees = expected(&[
+        "[private] alice: private after 20",
+        "alice @carol: tagged after 20",
+    ]);
+    let carol_sees = expected(&["[tagged] alice @carol: tagged after 20"]);
+    for (reader, lines) in [(&mut bob, bob_sees), (&mut carol, carol_sees)] {
+        for line in lines {
+            assert_eq!(reader.next_line(), line);
+        }
+    }
+    assert_eq!(alice.next_line(), "* Private message delivered to bob.");
+    assert_eq!(alice.next_line(), "* Goodbye, alice.");
+    alice.expect_closed();
+}
+
 #[test]
 fn tagged_message_marks_only_the_targets_copy() {
     let server = Server::start();
