@@ -35,6 +35,11 @@ const MESSAGE_BYTES: usize = 64;
 const SIGN_IN_WINDOW: usize = 32;
 /// Pause after a pass over all sockets that read nothing, so idle shards do not spin.
 const IDLE_PAUSE: Duration = Duration::from_micros(200);
+/// While clients sign in, a signed-in socket receives only join notices; it is read at most
+/// this often then, so a shard's passes go to the sign-ins in flight. Reading all of them
+/// every pass (a syscall each, mostly finding nothing) took the bench's whole core with
+/// 4,000 clients, and the bench, not the server, set the pace of the sign-ins.
+const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
 /// Sockets owned by one shard thread (more clients means more shards).
 const SOCKETS_PER_SHARD: usize = 2_500;
 /// Clients `ncat --chat` is asked to hold: it uses select(), limited to FD_SETSIZE = 1024
@@ -556,9 +561,14 @@ struct PoolShared {
     connected: AtomicUsize,
     failed: AtomicUsize,
     delivered: AtomicU64,
+    /// When a shard last read anything (`now_us`), to see when the server has gone quiet.
+    last_read_us: AtomicU64,
     stop: AtomicBool,
     /// Set after the first failed connection: the machine (or server) is at its limit.
     stop_connecting: AtomicBool,
+    /// Set once the sign-ins are done: from then on every socket is read every pass, so a
+    /// line's receipt time is when it arrived, not when the socket was next due.
+    measuring: AtomicBool,
 }
 
 struct Conn {
@@ -569,6 +579,9 @@ struct Conn {
     open: bool,
     /// Last sequence number seen per sender, -1 before the first.
     last_seq: Vec<i64>,
+    /// Until the pool measures, a signed-in socket is not read before this
+    /// ([`DRAIN_INTERVAL`]).
+    next_read: Instant,
 }
 
 /// Clients `0..n`, each signed in (ptchat: `b<id>` with its own password; ncat: no sign-in)
@@ -590,8 +603,10 @@ impl Pool {
             connected: AtomicUsize::new(0),
             failed: AtomicUsize::new(0),
             delivered: AtomicU64::new(0),
+            last_read_us: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             stop_connecting: AtomicBool::new(false),
+            measuring: AtomicBool::new(false),
         });
         let shard_count = n.div_ceil(SOCKETS_PER_SHARD).max(1);
         let shards = (0..shard_count)
@@ -605,8 +620,15 @@ impl Pool {
     }
 
     /// Waits until every client signed in, one failed, or `limit` passes; then also until
-    /// sign-ins stop making progress. Returns how many are signed in.
+    /// sign-ins stop making progress. Returns how many are signed in. From then on the
+    /// shards read every socket every pass (see [`DRAIN_INTERVAL`]).
     fn wait_signed_in(&self, limit: Duration) -> usize {
+        let done = self.wait_for_sign_ins(limit);
+        self.shared.measuring.store(true, Ordering::Relaxed);
+        done
+    }
+
+    fn wait_for_sign_ins(&self, limit: Duration) -> usize {
         let deadline = Instant::now() + limit;
         loop {
             let done = self.shared.signed_in.load(Ordering::Relaxed);
@@ -646,6 +668,20 @@ impl Pool {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         streams.get(id).cloned().flatten()
+    }
+
+    /// Waits until no client has received anything for `quiet`, or `limit` passes. Returns
+    /// whether it went quiet.
+    fn wait_quiet(&self, quiet: Duration, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        let quiet_us = quiet.as_micros() as u64;
+        while now_us().saturating_sub(self.shared.last_read_us.load(Ordering::Relaxed)) < quiet_us {
+            if Instant::now() > deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        true
     }
 
     /// Waits until `expected` messages were received in total, or `deadline`.
@@ -701,12 +737,21 @@ fn run_shard(shared: &PoolShared, ids: &[usize]) -> Tally {
         }
         let before = tally.delivered;
         let mut read_any = false;
+        let measuring = shared.measuring.load(Ordering::Relaxed);
+        let now = Instant::now();
         for conn in conns.iter_mut().filter(|c| c.open) {
+            if !measuring && conn.signed_in && now < conn.next_read {
+                continue;
+            }
             read_any |= read_conn(shared, conn, &mut scratch, &mut tally, &mut pending);
+            conn.next_read = now + DRAIN_INTERVAL;
         }
         shared
             .delivered
             .fetch_add(tally.delivered - before, Ordering::Relaxed);
+        if read_any {
+            shared.last_read_us.fetch_max(now_us(), Ordering::Relaxed);
+        }
         if !read_any {
             thread::sleep(IDLE_PAUSE);
         }
@@ -734,6 +779,7 @@ fn connect(shared: &PoolShared, id: usize) -> io::Result<Conn> {
         signed_in: false,
         open: true,
         last_seq: Vec::new(),
+        next_read: Instant::now(),
     })
 }
 
@@ -1013,8 +1059,11 @@ fn scale(target: &Target, wanted: usize, rounds: u64) -> Result<Figures, String>
         let tally = pool.finish();
         return Err(format!("{held} clients signed in: {:?}", tally.first_error));
     }
-    // Let the join announcements drain before measuring.
-    thread::sleep(Duration::from_secs(2));
+    // Let the join announcements drain before measuring: a server may hold notices back
+    // for a while in a large room, and a broadcast that also carries them measures them too.
+    if !pool.wait_quiet(Duration::from_secs(1), Duration::from_secs(30)) {
+        f.text("drain", "still receiving 30 s after the sign-ins");
+    }
     let rss = target.rss_kib();
     let threads = target.threads();
     f.num("rss_mib", rss as f64 / 1024.0);
