@@ -36,11 +36,8 @@ pub const NOTICE_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 /// `registry::notice_delay`). A join goes to every user, so a storm of N sign-ins costs
 /// N x N deliveries; letting notices gather for longer in a larger room keeps the wake-ups
 /// per second (each a syscall, and on Linux a walk of a futex hash bucket shared by all
-/// sleeping writers) about constant: 10 users: 3 ms, 1,000 users: 300 ms. At 100 us per
-/// user (1 s at most) the writers' wake-ups and writes of notices took two thirds of the
-/// server's core in a storm of 10,000 sign-ins, and 7,400 signed in within the bench's
-/// 120 s; at 300 us (3 s at most) all 10,000 did, in 111 s (docs/PERFORMANCE.md).
-pub const NOTICE_DELAY_PER_USER: Duration = Duration::from_micros(300);
+/// sleeping writers) about constant: 10 users: 1 ms, 1,000 users: 100 ms.
+pub const NOTICE_DELAY_PER_USER: Duration = Duration::from_micros(100);
 
 /// How long each writer pauses after a write, per user online (see `outbox::set_writer_pace`),
 /// so that in a large room a writer batches the chat lines that arrive meanwhile: 100 users:
@@ -63,7 +60,7 @@ pub const MAX_WRITER_PACE: Duration = Duration::from_millis(40);
 pub const WRITER_DOORBELLS: usize = 64;
 
 /// The longest a join or leave notice waits, however large the room.
-pub const MAX_NOTICE_DELAY: Duration = Duration::from_secs(3);
+pub const MAX_NOTICE_DELAY: Duration = Duration::from_secs(1);
 
 /// How long one socket write may block before the peer is declared dead. Without it a
 /// half-open connection could pin its writer thread forever.
