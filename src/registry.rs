@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use crate::doorbell::{Ring, Rings};
 use crate::limits::{
-    MAILBOX_CAP, MAX_NOTICE_DELAY, MAX_WRITER_PACE, NOTICE_DELAY_PER_USER, WRITER_PACE_PER_USER,
+    MAILBOX_CAP, MAX_NOTICE_DELAY, MAX_WRITER_PACE, NOTICE_DELAY_PER_USER, NOTICE_FLUSH_INTERVAL,
+    WRITER_PACE_PER_USER,
 };
 use crate::log;
 use crate::outbox::{self, Outbox, PushError, Pushed, Urgency};
@@ -36,7 +37,7 @@ pub fn lock(registry: &Mutex<Registry>) -> MutexGuard<'_, Registry> {
 
 /// Identifies one signed-in connection, so a stale connection (after a takeover) cannot sign
 /// out the new one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SessionId(u64);
 
 /// A private message waiting for an offline user.
@@ -74,6 +75,21 @@ struct Online {
     outbox: Arc<Outbox>,
 }
 
+/// A join or leave notice, for the sessions online when it happened.
+struct Notice {
+    line: Arc<str>,
+    /// The newest session online at the time: later sign-ins never saw it happen.
+    as_of: SessionId,
+    /// The session it is about (a join), which is not told.
+    about: Option<SessionId>,
+}
+
+impl Notice {
+    fn reaches(&self, session: SessionId) -> bool {
+        session <= self.as_of && Some(session) != self.about
+    }
+}
+
 /// Accounts, online users and their outboxes. See the module documentation.
 #[derive(Default)]
 pub struct Registry {
@@ -83,6 +99,8 @@ pub struct Registry {
     online: HashMap<String, Online>,
     next_session: u64,
     next_mail_id: u64,
+    /// Notices not pushed yet, oldest first (a large room only; see [`Registry::notice`]).
+    notices: Vec<Notice>,
 }
 
 /// What one delivery leaves to do once the registry lock is released (each step is a
@@ -286,10 +304,7 @@ impl Registry {
                 delivery.to_wake.add(old.outbox.doorbell(), Ring::Urgent);
                 delivery
             }
-            None => {
-                let line = Reply::Joined { name: &name }.to_line();
-                self.broadcast_line(&key, line, self.notice_urgency())
-            }
+            None => self.notice(Reply::Joined { name: &name }.to_line(), Some(session)),
         };
         delivery.note(&name, &outbox, welcomed);
         Some(SignedIn {
@@ -310,15 +325,16 @@ impl Registry {
         }
         self.online.remove(&key);
         outbox::set_writer_pace(writer_pace(self.online.len()));
-        let line = Reply::Left { name }.to_line();
-        self.broadcast_line(&key, line, self.notice_urgency())
+        self.notice(Reply::Left { name }.to_line(), None)
     }
 
     /// Sends public lines from `from` to every other online user, in order and together:
     /// a burst of lines costs each receiver one push (see `session.rs`, `Burst`). The lines
     /// come formatted ([`public_line`]), so no allocation happens under the lock.
     pub fn public(&mut self, from: &str, lines: &[Arc<str>]) -> Delivery {
-        self.broadcast(&name_key(from), lines, Urgency::Now)
+        let mut delivery = self.flush_notices();
+        self.broadcast(&mut delivery, &name_key(from), lines);
+        delivery
     }
 
     /// Sends a tagged line to every other online user; `to` gets a marked copy.
@@ -344,7 +360,7 @@ impl Registry {
         }
         .to_line();
         let from_key = name_key(from);
-        let mut delivery = Delivery::default();
+        let mut delivery = self.flush_notices();
         let mut receivers = 0;
         for (key, online) in &self.online {
             if *key == from_key {
@@ -376,15 +392,15 @@ impl Registry {
             .get_mut(&to_key)
             .ok_or(SendError::UnknownUser)?;
         let to_name = account.name.clone();
-        let mut delivery = Delivery::default();
-        if let Some(online) = self.online.get(&to_key) {
-            let line = Reply::Private { from, text }.to_line();
-            delivery.note(
-                &to_name,
-                &online.outbox,
-                online.outbox.push_deferred(line, Urgency::Now),
-            );
-            stats::record_relayed(1);
+        if self.online.contains_key(&to_key) {
+            // Notices first: the receiver must not hear from someone not yet seen joining.
+            let mut delivery = self.flush_notices();
+            if let Some(online) = self.online.get(&to_key) {
+                let line = Reply::Private { from, text }.to_line();
+                let pushed = online.outbox.push_deferred(line, Urgency::Now);
+                delivery.note(&to_name, &online.outbox, pushed);
+                stats::record_relayed(1);
+            }
             return Ok((PrivateOutcome::Delivered { to: to_name }, delivery));
         }
         if account.mailbox.len() >= MAILBOX_CAP {
@@ -399,7 +415,7 @@ impl Registry {
             text: text.to_string(),
         };
         account.mailbox.push_back(mail.clone());
-        Ok((PrivateOutcome::Stored(mail), delivery))
+        Ok((PrivateOutcome::Stored(mail), Delivery::default()))
     }
 
     /// Takes a stored message back out when it could not be made durable.
@@ -440,13 +456,9 @@ impl Registry {
 
     /// Pushes one shared line to every online user except `skip_key`. One allocation for
     /// all receivers: each push clones the `Arc`, not the text.
-    fn broadcast_line(&self, skip_key: &str, line: Arc<str>, urgency: Urgency) -> Delivery {
-        self.broadcast(skip_key, std::slice::from_ref(&line), urgency)
-    }
-
-    /// Pushes `lines` to every online user but `skip_key`'s, each receiver's under one lock.
-    fn broadcast(&self, skip_key: &str, lines: &[Arc<str>], urgency: Urgency) -> Delivery {
-        let mut delivery = Delivery::default();
+    /// Pushes `lines` (chat) to every online user but `skip_key`, each receiver's under one
+    /// outbox lock.
+    fn broadcast(&self, delivery: &mut Delivery, skip_key: &str, lines: &[Arc<str>]) {
         let mut receivers = 0;
         // Skipped by outbox, not by name: comparing names read every user's name from
         // memory, a cache miss per user, and in a sign-in storm that was an eighth of the
@@ -458,11 +470,50 @@ impl Registry {
             }
             let pushed = online
                 .outbox
-                .push_all_deferred(lines.iter().cloned(), urgency);
+                .push_all_deferred(lines.iter().cloned(), Urgency::Now);
             delivery.note(key, &online.outbox, pushed);
             receivers += 1;
         }
         stats::record_relayed(receivers * lines.len());
+    }
+
+    /// Tells the others that someone joined (`about` is the new session) or left. In a room
+    /// so large that a notice may wait for the notice flusher's tick anyway, the notice is
+    /// kept until then (or until the next chat line, which must not overtake it): a storm
+    /// of sign-ins then visits every user's outbox once per tick with all its joins,
+    /// instead of once per join, each visit a few cache misses.
+    fn notice(&mut self, line: Arc<str>, about: Option<SessionId>) -> Delivery {
+        self.notices.push(Notice {
+            line,
+            as_of: SessionId(self.next_session),
+            about,
+        });
+        if notice_delay(self.online.len()) >= NOTICE_FLUSH_INTERVAL {
+            return Delivery::default();
+        }
+        self.flush_notices()
+    }
+
+    /// Pushes the notices kept so far, in order, each to the sessions it reaches. The
+    /// notice flusher calls this every tick; every chat delivery calls it first.
+    pub fn flush_notices(&mut self) -> Delivery {
+        let mut delivery = Delivery::default();
+        if self.notices.is_empty() {
+            return delivery;
+        }
+        let notices = std::mem::take(&mut self.notices);
+        let urgency = self.notice_urgency();
+        let mut relayed = 0;
+        for (key, online) in &self.online {
+            let lines = notices
+                .iter()
+                .filter(|n| n.reaches(online.session))
+                .map(|n| Arc::clone(&n.line))
+                .inspect(|_| relayed += 1);
+            let pushed = online.outbox.push_all_deferred(lines, urgency);
+            delivery.note(key, &online.outbox, pushed);
+        }
+        stats::record_relayed(relayed);
         delivery
     }
 }
@@ -506,6 +557,93 @@ mod tests {
         for (online, expected) in rows {
             assert_eq!(writer_pace(online), expected, "{online} online");
         }
+    }
+
+    /// Everything queued for `outbox` so far, line by line (closes it).
+    fn queued(outbox: &Outbox) -> Vec<String> {
+        outbox.close();
+        let mut written = Vec::new();
+        outbox::run_writer(outbox, &mut written).expect("vec write");
+        let text = String::from_utf8(written).expect("UTF-8");
+        text.lines().map(str::to_string).collect()
+    }
+
+    fn sign_in(registry: &mut Registry, name: &str) -> (Arc<Outbox>, SessionId) {
+        let outbox = outbox();
+        let signed_in = registry
+            .sign_in(name, Arc::clone(&outbox))
+            .expect("account");
+        signed_in.delivery.complete();
+        (outbox, signed_in.session)
+    }
+
+    #[test]
+    fn in_a_large_room_notices_wait_for_a_flush_and_reach_only_who_was_online() {
+        // From 1,000 users online a notice may wait 100 ms, the flusher's tick, anyway;
+        // alice is the 1,000th.
+        let crowd: Vec<String> = (0..999).map(|i| format!("u{i:04}")).collect();
+        let mut names: Vec<&str> = crowd.iter().map(String::as_str).collect();
+        names.extend(["alice", "late"]);
+        let mut registry = registry_with(&names);
+        let first = sign_in(&mut registry, "u0000").0;
+        for name in &crowd[1..] {
+            let _ = sign_in(&mut registry, name);
+        }
+        assert!(
+            registry.notices.is_empty(),
+            "below 1,000 online: pushed at once"
+        );
+
+        let before = first.mark();
+        let alice = sign_in(&mut registry, "alice").0;
+        let (late, late_session) = sign_in(&mut registry, "late");
+        assert_eq!(first.mark(), before, "the joins wait");
+        let hi = public_line("alice", "hi");
+        registry.public("alice", &[hi]).complete();
+        registry.sign_out("late", late_session).complete();
+        assert_eq!(
+            first.mark(),
+            before + 3,
+            "chat took the joins along, the leave waits"
+        );
+        let (_, sent) = registry
+            .private("alice", "u0000", "psst", 0)
+            .expect("online");
+        sent.complete();
+        assert_eq!(
+            first.mark(),
+            before + 5,
+            "a private line took the leave along"
+        );
+        let (late_again, _) = sign_in(&mut registry, "late");
+        assert_eq!(first.mark(), before + 5);
+        registry.flush_notices().complete(); // the notice flusher's tick
+        assert_eq!(first.mark(), before + 6);
+        drop(late_again);
+
+        let tail = |lines: Vec<String>, n: usize| lines[lines.len() - n..].to_vec();
+        let first_saw = tail(queued(&first), 6);
+        let expected = [
+            "* alice joined.",
+            "* late joined.",
+            "alice: hi",
+            "* late left.",
+            "[private] alice: psst",
+            "* late joined.",
+        ];
+        assert_eq!(first_saw, expected);
+        // alice does not hear her own join, nor her own line.
+        let alice_saw = queued(&alice);
+        assert!(!alice_saw.contains(&"* alice joined.".to_string()));
+        let alice_saw = tail(alice_saw, 3);
+        assert_eq!(
+            alice_saw,
+            ["* late joined.", "* late left.", "* late joined."]
+        );
+        // late came after alice joined: he hears her line, not her join.
+        let late_saw = queued(&late);
+        assert!(late_saw[0].starts_with("* Welcome, late"), "{late_saw:?}");
+        assert_eq!(late_saw[1..], ["alice: hi"]);
     }
 
     #[test]
