@@ -29,7 +29,8 @@ pub const DEFAULT_SENDQ_BYTES: usize = 64 * 1024;
 /// user's own queue before the user is treated as stalled.
 pub const ASKED_REPLY_WAIT: Duration = Duration::from_secs(10);
 
-/// How often the notice flusher wakes writers that sleep on join or leave notices.
+/// How often the notice flusher pushes the notices a large room kept back (see
+/// `Registry::flush_notices`) and wakes writers that sleep on join or leave notices.
 pub const NOTICE_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 
 /// How long a join or leave notice may wait for its writer, per user online (see

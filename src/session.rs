@@ -8,6 +8,7 @@
 //!
 //! Locks are taken in short, visible blocks, and every slow thing (hashing, sleeping before
 //! a password check, fsync, waiting for room in the outbox) happens outside the registry lock.
+//! Public lines that arrive in one read go out together, as one burst (`Presence::burst`).
 
 use std::fmt;
 use std::io::{self, ErrorKind};
