@@ -281,6 +281,13 @@ impl Registry {
             return None;
         }
         let mail: Vec<Mail> = account.mailbox.drain(..).collect();
+        // A takeover: the old connection gets the notices kept so far before it is closed,
+        // as it would have in a small room (the new one was not online when they happened).
+        let mut delivery = if self.online.contains_key(&key) {
+            self.flush_notices()
+        } else {
+            Delivery::default()
+        };
         self.next_session += 1;
         let session = SessionId(self.next_session);
         let previous = self.online.insert(
@@ -292,20 +299,18 @@ impl Registry {
         );
         let took_over = previous.is_some();
         outbox::set_writer_pace(writer_pace(self.online.len()));
-        let mut delivery = match previous {
+        match previous {
             Some(old) => {
                 // Best effort: a stalled old connection may not take the notice. Closing
                 // only flags the old outbox; once woken (after the lock), its writer sends
                 // the notice, then hangs up.
-                let mut delivery = Delivery::default();
                 let notice = Reply::TakenOver.to_line();
                 let _ = old.outbox.push_deferred(notice, Urgency::Now);
                 old.outbox.close_deferred();
                 delivery.to_wake.add(old.outbox.doorbell(), Ring::Urgent);
-                delivery
             }
-            None => self.notice(Reply::Joined { name: &name }.to_line(), Some(session)),
-        };
+            None => delivery = self.notice(Reply::Joined { name: &name }.to_line(), Some(session)),
+        }
         delivery.note(&name, &outbox, welcomed);
         Some(SignedIn {
             name,
@@ -329,7 +334,7 @@ impl Registry {
     }
 
     /// Sends public lines from `from` to every other online user, in order and together:
-    /// a burst of lines costs each receiver one push (see `session.rs`, `Burst`). The lines
+    /// a burst of lines costs each receiver one push (see `session.rs`, `Presence::burst`). The lines
     /// come formatted ([`public_line`]), so no allocation happens under the lock.
     pub fn public(&mut self, from: &str, lines: &[Arc<str>]) -> Delivery {
         let mut delivery = self.flush_notices();
@@ -454,10 +459,8 @@ impl Registry {
         self.next_mail_id = self.next_mail_id.max(id);
     }
 
-    /// Pushes one shared line to every online user except `skip_key`. One allocation for
-    /// all receivers: each push clones the `Arc`, not the text.
     /// Pushes `lines` (chat) to every online user but `skip_key`, each receiver's under one
-    /// outbox lock.
+    /// outbox lock. No allocation per receiver: each push clones the `Arc`, not the text.
     fn broadcast(&self, delivery: &mut Delivery, skip_key: &str, lines: &[Arc<str>]) {
         let mut receivers = 0;
         // Skipped by outbox, not by name: comparing names read every user's name from
@@ -594,6 +597,7 @@ mod tests {
             "below 1,000 online: pushed at once"
         );
 
+        let tail = |lines: Vec<String>, n: usize| lines[lines.len() - n..].to_vec();
         let before = first.mark();
         let alice = sign_in(&mut registry, "alice").0;
         let (late, late_session) = sign_in(&mut registry, "late");
@@ -615,14 +619,20 @@ mod tests {
             before + 5,
             "a private line took the leave along"
         );
-        let (late_again, _) = sign_in(&mut registry, "late");
+        let (late_again, late_again_session) = sign_in(&mut registry, "late");
         assert_eq!(first.mark(), before + 5);
         registry.flush_notices().complete(); // the notice flusher's tick
         assert_eq!(first.mark(), before + 6);
+        // A takeover pushes what was kept to the old connection before closing it.
+        registry.sign_out("late", late_again_session).complete();
+        let old_u0001 = Arc::clone(&registry.online["u0001"].outbox);
+        let _ = sign_in(&mut registry, "u0001");
+        let old_saw = tail(queued(&old_u0001), 2);
+        assert_eq!(old_saw[0], "* late left.");
+        assert!(old_saw[1].contains("another connection"), "{old_saw:?}");
         drop(late_again);
 
-        let tail = |lines: Vec<String>, n: usize| lines[lines.len() - n..].to_vec();
-        let first_saw = tail(queued(&first), 6);
+        let first_saw = tail(queued(&first), 7);
         let expected = [
             "* alice joined.",
             "* late joined.",
@@ -630,16 +640,20 @@ mod tests {
             "* late left.",
             "[private] alice: psst",
             "* late joined.",
+            "* late left.",
         ];
         assert_eq!(first_saw, expected);
         // alice does not hear her own join, nor her own line.
         let alice_saw = queued(&alice);
         assert!(!alice_saw.contains(&"* alice joined.".to_string()));
-        let alice_saw = tail(alice_saw, 3);
-        assert_eq!(
-            alice_saw,
-            ["* late joined.", "* late left.", "* late joined."]
-        );
+        let alice_saw = tail(alice_saw, 4);
+        let expected = [
+            "* late joined.",
+            "* late left.",
+            "* late joined.",
+            "* late left.",
+        ];
+        assert_eq!(alice_saw, expected);
         // late came after alice joined: he hears her line, not her join.
         let late_saw = queued(&late);
         assert!(late_saw[0].starts_with("* Welcome, late"), "{late_saw:?}");
