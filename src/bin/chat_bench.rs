@@ -751,8 +751,7 @@ fn run_shard(shared: &PoolShared, ids: &[usize]) -> Tally {
             .fetch_add(tally.delivered - before, Ordering::Relaxed);
         if read_any {
             shared.last_read_us.fetch_max(now_us(), Ordering::Relaxed);
-        }
-        if !read_any {
+        } else {
             thread::sleep(IDLE_PAUSE);
         }
     }
