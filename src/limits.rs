@@ -90,6 +90,12 @@ pub const MAX_FLOOD_STRIKES: u32 = 50;
 /// most 1 KiB anyway.
 pub const MAX_BURST_LINES: usize = 16;
 
+/// The longest a sender waits after a delivery for the writers that fell behind only for
+/// want of the CPU (`outbox::Outbox::wait_uncrowded`). Without the wait, ten senders
+/// writing as fast as TCP allows left 99 writers unscheduled long enough to overflow a
+/// 64 KiB queue of a client that read fine (docs/PERFORMANCE.md).
+pub const CROWDED_PATIENCE: Duration = Duration::from_millis(100);
+
 /// Messages kept for one offline user. When full, the sender is told; nothing is dropped.
 pub const MAILBOX_CAP: usize = 100;
 

@@ -83,11 +83,12 @@ pub struct Pushed {
     /// The writer sleeps: ring [`Outbox::doorbell`] this way (for a chat line
     /// [`Ring::Urgent`], for a notice [`Ring::All`]).
     pub wake: Option<Ring>,
-    /// The queue is over half full and its writer is not stuck in a write: it has fallen
-    /// behind only for want of CPU. The sender should give the writers the CPU before
-    /// sending more, or a burst from a fast sender overflows queues whose clients read fine
-    /// but whose writers were not scheduled. (A writer stuck in a write has a client that
-    /// stopped reading; yielding would only slow everyone down until that client is cut.)
+    /// The queue is over half full and its writer has fallen behind only for want of the
+    /// CPU (see `Queue::short_of_cpu`). The sender should wait for it before sending more
+    /// ([`Outbox::wait_uncrowded`]), or a burst from a fast sender overflows queues whose
+    /// clients read fine but whose writers were not scheduled. (A writer stuck in a write
+    /// has a client that stopped reading; waiting for it would only slow everyone down
+    /// until that client is cut.)
     pub crowded: bool,
 }
 
@@ -106,6 +107,14 @@ impl Queue {
     fn writer_stuck(&self) -> bool {
         self.writing_since
             .is_some_and(|since| since.elapsed() > WRITER_STUCK_AFTER)
+    }
+
+    /// Over half of `limit_bytes` while the writer is neither stuck in a write (its client
+    /// is slow) nor asleep holding notices on purpose (they go with its doorbell's next
+    /// ring for all): the writer is behind only because it has not had the CPU.
+    fn short_of_cpu(&self, limit_bytes: usize) -> bool {
+        let holding_notices = self.writer_waiting && !self.wake_requested && !self.urgent;
+        self.bytes > limit_bytes / 2 && !self.writer_stuck() && !holding_notices
     }
 
     fn append(&mut self, line: Arc<str>) {
@@ -222,7 +231,7 @@ impl Outbox {
         let wake = self.wake_due(&mut queue, urgency);
         Ok(Pushed {
             wake,
-            crowded: queue.bytes > self.limit_bytes / 2 && !queue.writer_stuck(),
+            crowded: queue.short_of_cpu(self.limit_bytes),
         })
     }
 
@@ -315,6 +324,25 @@ impl Outbox {
             self.wake();
         }
         (self.hangup)();
+    }
+
+    /// Waits until the queue is no longer crowded (see [`Pushed::crowded`]), or `deadline`.
+    /// Called by a sender after a delivery, with no lock held: only the sender waits, and
+    /// its client is slowed down by TCP instead of a reader's queue overflowing. Never
+    /// longer than until the writer's current write counts as stuck, so a client that
+    /// stopped reading delays a sender once, by at most [`WRITER_STUCK_AFTER`]. Returns
+    /// false if `deadline` came first.
+    pub fn wait_uncrowded(&self, deadline: Instant) -> bool {
+        let mut queue = self.lock();
+        while queue.state == State::Open && queue.short_of_cpu(self.limit_bytes) {
+            let stuck_at = queue.writing_since.map(|since| since + WRITER_STUCK_AFTER);
+            let until = stuck_at.map_or(deadline, |at| at.min(deadline));
+            if Instant::now() >= until {
+                return Instant::now() < deadline;
+            }
+            queue = self.wait_for_change(queue, until);
+        }
+        true
     }
 
     /// A mark for "everything queued so far", to pass to [`Outbox::wait_written`].
@@ -557,6 +585,77 @@ mod tests {
         let over = outbox.push_all_deferred(burst(), Urgency::Now);
         assert_eq!(over, Err(PushError::Full));
         assert!(outbox.is_aborted());
+    }
+
+    #[test]
+    fn a_queue_is_short_of_cpu_only_when_its_writer_could_be_writing() {
+        let long_ago = Instant::now().checked_sub(Duration::from_secs(1));
+        // (bytes of 100, writer asleep, wake requested, urgent, write began) -> short of CPU?
+        let table = [
+            (50, false, false, true, None, false),     // half full is fine
+            (60, false, false, true, None, true),      // awake and behind
+            (60, true, true, false, None, true),       // rung, not yet running
+            (60, true, false, false, None, false),     // asleep holding notices on purpose
+            (60, true, false, true, None, true),       // asleep with chat: about to be rung
+            (60, false, false, true, long_ago, false), // stuck in a write: a slow client
+        ];
+        for (bytes, waiting, rung, urgent, writing_since, expected) in table {
+            let (outbox, _) = counting_outbox(100);
+            let mut queue = outbox.lock();
+            queue.bytes = bytes;
+            queue.writer_waiting = waiting;
+            queue.wake_requested = rung;
+            queue.urgent = urgent;
+            queue.writing_since = writing_since;
+            let row = format!("{bytes} asleep={waiting} rung={rung} urgent={urgent}");
+            assert_eq!(queue.short_of_cpu(100), expected, "{row} {writing_since:?}");
+        }
+    }
+
+    #[test]
+    fn a_sender_waits_for_a_writer_short_of_cpu_but_not_for_a_stuck_one() {
+        let (outbox, _) = counting_outbox(100);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for _ in 0..6 {
+            outbox.push_deferred(line("0123456789"), Urgency::Now).ok();
+        }
+        assert!(
+            outbox.lock().short_of_cpu(100),
+            "60 of 100 bytes, no write yet"
+        );
+        let sender = {
+            let outbox = Arc::clone(&outbox);
+            std::thread::spawn(move || outbox.wait_uncrowded(deadline))
+        };
+        while outbox.lock().waiters == 0 {
+            assert!(Instant::now() < deadline, "the sender never waited");
+            std::thread::yield_now();
+        }
+        let writer = {
+            let outbox = Arc::clone(&outbox);
+            std::thread::spawn(move || run_writer(&outbox, Vec::new()))
+        };
+        assert!(
+            sender.join().expect("sender thread"),
+            "released by the write"
+        );
+        assert!(outbox.lock().bytes <= 50);
+
+        for _ in 0..6 {
+            outbox.push_deferred(line("0123456789"), Urgency::Now).ok();
+        }
+        // As if the writer had been inside one write for a second: its client is slow.
+        outbox.lock().writing_since = Instant::now().checked_sub(Duration::from_secs(1));
+        assert!(
+            !outbox.lock().short_of_cpu(100),
+            "its client holds it up, not the CPU"
+        );
+        assert!(
+            outbox.wait_uncrowded(deadline),
+            "no wait for a stuck writer"
+        );
+        outbox.hang_up();
+        writer.join().expect("writer thread").expect("vec write");
     }
 
     #[test]

@@ -14,12 +14,12 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::doorbell::{Ring, Rings};
 use crate::limits::{
-    MAILBOX_CAP, MAX_NOTICE_DELAY, MAX_WRITER_PACE, NOTICE_DELAY_PER_USER, NOTICE_FLUSH_INTERVAL,
-    WRITER_PACE_PER_USER,
+    CROWDED_PATIENCE, MAILBOX_CAP, MAX_NOTICE_DELAY, MAX_WRITER_PACE, NOTICE_DELAY_PER_USER,
+    NOTICE_FLUSH_INTERVAL, WRITER_PACE_PER_USER,
 };
 use crate::log;
 use crate::outbox::{self, Outbox, PushError, Pushed, Urgency};
@@ -115,8 +115,8 @@ pub struct Delivery {
     overflowed: Vec<(String, Arc<Outbox>)>,
     /// Doorbells of the writers that sleep and must be woken for the new lines.
     to_wake: Rings,
-    /// Some outbox is over half full: its writer has fallen behind.
-    crowded: bool,
+    /// Outboxes over half full whose writers have fallen behind for want of the CPU.
+    crowded: Vec<Arc<Outbox>>,
 }
 
 impl Delivery {
@@ -125,8 +125,9 @@ impl Delivery {
     /// its readers' queues overflowing.
     pub fn complete(self) {
         self.to_wake.ring();
-        if self.crowded {
-            std::thread::yield_now();
+        let deadline = Instant::now() + CROWDED_PATIENCE;
+        for outbox in &self.crowded {
+            outbox.wait_uncrowded(deadline);
         }
         for (name, outbox) in self.overflowed {
             log::warn(
@@ -143,7 +144,9 @@ impl Delivery {
                 if let Some(ring) = wake {
                     self.to_wake.add(outbox.doorbell(), ring);
                 }
-                self.crowded |= crowded;
+                if crowded {
+                    self.crowded.push(Arc::clone(outbox));
+                }
             }
             Err(PushError::Full) => self.overflowed.push((name.to_string(), Arc::clone(outbox))),
             Err(PushError::Closed) => {}
