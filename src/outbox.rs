@@ -644,22 +644,18 @@ mod tests {
             "released by the write"
         );
         assert!(outbox.lock().bytes <= 50);
-
-        for _ in 0..6 {
-            outbox.push_deferred(line("0123456789"), Urgency::Now).ok();
-        }
-        // As if the writer had been inside one write for a second: its client is slow.
-        outbox.lock().writing_since = Instant::now().checked_sub(Duration::from_secs(1));
-        assert!(
-            !outbox.lock().short_of_cpu(100),
-            "its client holds it up, not the CPU"
-        );
-        assert!(
-            outbox.wait_uncrowded(deadline),
-            "no wait for a stuck writer"
-        );
         outbox.hang_up();
         writer.join().expect("writer thread").expect("vec write");
+
+        // No writer thread here: as if it had been inside one write for a second, held up
+        // by its client, not by the CPU.
+        let (stuck, _) = counting_outbox(100);
+        for _ in 0..6 {
+            stuck.push_deferred(line("0123456789"), Urgency::Now).ok();
+        }
+        stuck.lock().writing_since = Instant::now().checked_sub(Duration::from_secs(1));
+        assert!(!stuck.lock().short_of_cpu(100), "its client holds it up");
+        assert!(stuck.wait_uncrowded(deadline), "no wait for a stuck writer");
     }
 
     #[test]
