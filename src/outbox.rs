@@ -9,6 +9,9 @@
 //! block for as long as the peer likes. Pushing to a bounded queue is a few nanoseconds, so
 //! the lock is held only for memory work, and one stalled client can never delay the others.
 //! When a queue overflows, its client has stopped reading; it is disconnected, not waited for.
+//! The one wait is the other way round: a queue over half full whose writer merely has not
+//! had the CPU yet makes the *sender* wait after its delivery ([`Outbox::wait_uncrowded`],
+//! with no lock held), so a fast sender cannot overflow the queue of a client that reads.
 //!
 //! Waking a sleeping writer is the expensive part (a syscall, and a context switch), so
 //! pushes under the registry lock only *report* that a wake-up is due (`push_deferred`);
