@@ -333,7 +333,7 @@ impl Outbox {
     /// Called by a sender after a delivery, with no lock held: only the sender waits, and
     /// its client is slowed down by TCP instead of a reader's queue overflowing. Never
     /// longer than until the writer's current write counts as stuck, so a client that
-    /// stopped reading delays a sender once, by at most [`WRITER_STUCK_AFTER`]. Returns
+    /// stopped reading delays a sender once, by at most `WRITER_STUCK_AFTER`. Returns
     /// false if `deadline` came first.
     pub fn wait_uncrowded(&self, deadline: Instant) -> bool {
         let mut queue = self.lock();
