@@ -122,19 +122,20 @@ pub struct Delivery {
 impl Delivery {
     /// Finishes the delivery. Call with no lock held, on the thread of the client that
     /// caused the lines, so a fast sender is slowed down (by TCP, in the end) instead of
-    /// its readers' queues overflowing.
+    /// its readers' queues overflowing. The wait comes last, so it delays neither a wake-up
+    /// nor the cut of an overflowed client.
     pub fn complete(self) {
         self.to_wake.ring();
-        let deadline = Instant::now() + CROWDED_PATIENCE;
-        for outbox in &self.crowded {
-            outbox.wait_uncrowded(deadline);
-        }
         for (name, outbox) in self.overflowed {
             log::warn(
                 "sendq_exceeded",
                 &[("user", &name), ("action", &"disconnect")],
             );
             outbox.hang_up();
+        }
+        let deadline = Instant::now() + CROWDED_PATIENCE;
+        for outbox in &self.crowded {
+            outbox.wait_uncrowded(deadline);
         }
     }
 

@@ -443,10 +443,11 @@ fn spawn_notice_flusher(shared: Arc<Shared>) {
             let mut registry = registry::lock(&shared.registry);
             (registry.online_count(), registry.flush_notices())
         };
-        delivery.complete();
         shared
             .doorbells
             .ring_waiting(registry::notice_delay(online));
+        // Last: it may wait for writers short of CPU, which then only stretches the tick.
+        delivery.complete();
     });
 }
 
