@@ -63,6 +63,12 @@ pub const WRITER_DOORBELLS: usize = 64;
 /// The longest a join or leave notice waits, however large the room.
 pub const MAX_NOTICE_DELAY: Duration = Duration::from_secs(1);
 
+/// How long a sender waits for a client's kernel to take a line the sender writes itself
+/// (see `outbox::Outbox::write_through`). Only a client whose socket buffers are full makes
+/// it wait, and then only once: from then on its own writer thread writes to it. The
+/// kernel rounds it up to its clock tick (1 to 4 ms).
+pub const SENDER_PATIENCE: Duration = Duration::from_millis(1);
+
 /// How long one socket write may block before the peer is declared dead. Without it a
 /// half-open connection could pin its writer thread forever.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);

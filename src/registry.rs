@@ -106,8 +106,9 @@ pub struct Registry {
 }
 
 /// What one delivery leaves to do once the registry lock is released (each step is a
-/// syscall, so none may happen under the lock): wake the writers that got lines, give them
-/// the CPU if some have fallen behind, and disconnect the clients whose outboxes overflowed.
+/// syscall, so none may happen under the lock): wake the writers that got lines, write to
+/// the clients whose writers are idle, disconnect the clients whose outboxes overflowed,
+/// and give the writers the CPU if some have fallen behind.
 #[must_use = "call complete() once the registry lock is released"]
 #[derive(Default)]
 pub struct Delivery {
@@ -117,6 +118,8 @@ pub struct Delivery {
     to_wake: Rings,
     /// Outboxes over half full whose writers have fallen behind for want of the CPU.
     crowded: Vec<Arc<Outbox>>,
+    /// Outboxes whose writers are idle: the caller writes their lines itself.
+    write_through: Vec<Arc<Outbox>>,
 }
 
 impl Delivery {
@@ -126,6 +129,10 @@ impl Delivery {
     /// nor the cut of an overflowed client.
     pub fn complete(self) {
         self.to_wake.ring();
+        let mut buf = Vec::new();
+        for outbox in &self.write_through {
+            outbox.write_through(&mut buf);
+        }
         for (name, outbox) in self.overflowed {
             log::warn(
                 "sendq_exceeded",
@@ -141,7 +148,14 @@ impl Delivery {
 
     fn note(&mut self, name: &str, outbox: &Arc<Outbox>, pushed: Result<Pushed, PushError>) {
         match pushed {
-            Ok(Pushed { wake, crowded }) => {
+            Ok(Pushed {
+                wake,
+                crowded,
+                write_through,
+            }) => {
+                if write_through {
+                    self.write_through.push(Arc::clone(outbox));
+                }
                 if let Some(ring) = wake {
                     self.to_wake.add(outbox.doorbell(), ring);
                 }
@@ -311,7 +325,8 @@ impl Registry {
                 // only flags the old outbox; once woken (after the lock), its writer sends
                 // the notice, then hangs up.
                 let notice = Reply::TakenOver.to_line();
-                let _ = old.outbox.push_deferred(notice, Urgency::Now);
+                let pushed = old.outbox.push_deferred(notice, Urgency::Now);
+                delivery.note(&name, &old.outbox, pushed);
                 old.outbox.close_deferred();
                 delivery.to_wake.add(old.outbox.doorbell(), Ring::Urgent);
             }

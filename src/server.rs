@@ -28,7 +28,8 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::limits::{
-    ACCEPT_BACKOFF, CLIENT_THREAD_STACK, NOTICE_FLUSH_INTERVAL, STATS_INTERVAL, WRITE_TIMEOUT,
+    ACCEPT_BACKOFF, CLIENT_THREAD_STACK, NOTICE_FLUSH_INTERVAL, SENDER_PATIENCE, STATS_INTERVAL,
+    WRITE_TIMEOUT,
 };
 use crate::line_reader::{Line, LineReader, LineSource};
 use crate::log;
@@ -241,12 +242,12 @@ fn serve_client(shared: &Shared, stream: Arc<TcpStream>, peer: SocketAddr, _tick
     let hangup: Hangup = Box::new(move || {
         let _ = hangup_stream.shutdown(Shutdown::Both);
     });
+    // A peer that stops reading must not pin the writer thread forever.
+    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
     let doorbell = shared.doorbells.assign();
-    let outbox = Arc::new(Outbox::with_doorbell(
-        shared.config.sendq_bytes,
-        hangup,
-        doorbell,
-    ));
+    let outbox = Outbox::with_doorbell(shared.config.sendq_bytes, hangup, doorbell)
+        .with_sender_write(sender_write(Arc::clone(&stream)));
+    let outbox = Arc::new(outbox);
     let writer = match spawn_writer(Arc::clone(&outbox), Arc::clone(&stream), peer) {
         Ok(writer) => writer,
         Err(e) => {
@@ -285,12 +286,27 @@ fn spawn_writer(
         .name("client-writer".into())
         .stack_size(CLIENT_THREAD_STACK)
         .spawn(move || {
-            // A peer that stops reading must not pin this thread forever.
-            let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
             if let Err(e) = outbox::run_writer(&outbox, &*stream) {
                 log::debug("write_failed", &[("peer", &peer), ("error", &e)]);
             }
         })
+}
+
+/// How a sender writes to this client itself (see `Outbox::write_through`): the socket's
+/// write timeout, shared with the writer thread, is lowered to [`SENDER_PATIENCE`] for one
+/// `write` and put back. Only whoever holds the socket (the outbox says who) changes it.
+fn sender_write(stream: Arc<TcpStream>) -> outbox::SenderWrite {
+    Box::new(move |bytes| {
+        stream.set_write_timeout(Some(SENDER_PATIENCE))?;
+        let written = loop {
+            match (&*stream).write(bytes) {
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+        written
+    })
 }
 
 /// The sign-in deadline for a TCP socket: before each read the socket's read timeout is set
@@ -467,4 +483,49 @@ fn spawn_stats_logger(shared: Arc<Shared>) {
             ],
         );
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A client that stopped reading must not hold a sender for the writer's 30 s: the
+    /// sender's write comes back short within its patience, and the socket's timeout is
+    /// the writer's again afterwards.
+    #[test]
+    fn a_senders_write_to_a_client_that_stopped_reading_gives_up_at_once() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (server_side, _) = listener.accept().expect("accept");
+        let stream = Arc::new(server_side);
+        stream
+            .set_write_timeout(Some(WRITE_TIMEOUT))
+            .expect("timeout");
+        let write = sender_write(Arc::clone(&stream));
+        let chunk = vec![b'x'; 64 << 10];
+        let mut sent = 0;
+        let short = loop {
+            let started = Instant::now();
+            match write(&chunk) {
+                Ok(n) if n == chunk.len() => sent += n,
+                Ok(_) => break started.elapsed(),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break started.elapsed(),
+                Err(e) => panic!("write failed: {e}"),
+            }
+            assert!(
+                sent < 256 << 20,
+                "256 MiB taken by a client that never reads"
+            );
+        };
+        assert!(
+            short < WRITE_TIMEOUT / 2,
+            "the full socket held the sender {short:?}"
+        );
+        assert_eq!(
+            stream.write_timeout().expect("timeout"),
+            Some(WRITE_TIMEOUT)
+        );
+        drop(client);
+    }
 }
