@@ -1163,6 +1163,7 @@ fn slow_consumer(target: &Target, sizes: &Sizes) -> Result<Figures, String> {
     watching.store(false, Ordering::Relaxed);
     let (dropped_at, rss_peak) = watcher.join().unwrap_or((None, 0));
     let rss_after = target.rss_kib();
+    let queues = stalled_queues(&stalled, target.addr);
     let mut tally = pool.finish();
     drop(stalled);
     let mut f = Figures::default();
@@ -1173,6 +1174,12 @@ fn slow_consumer(target: &Target, sizes: &Sizes) -> Result<Figures, String> {
             f.num("dropped_after_s", t.saturating_sub(started) as f64 / 1e6);
         }
         None => f.text("stalled_dropped", "no"),
+    }
+    // Why a server could not have told: what the stalled client's kernel took and
+    // acknowledged without its application reading, and what the server's kernel still holds.
+    if let Some((unread, unacked)) = queues {
+        f.num("stalled_unread_kib", unread as f64 / 1024.0);
+        f.num("stalled_unacked_kib", unacked as f64 / 1024.0);
     }
     f.num("rss_before_mib", rss_before as f64 / 1024.0);
     f.num("rss_peak_mib", rss_peak as f64 / 1024.0);
@@ -1210,6 +1217,44 @@ fn sign_in_and_stall(target: &Target, id: usize) -> io::Result<TcpStream> {
             return Ok(stream);
         }
         line.clear();
+    }
+}
+
+/// For the stalled connection to `server`: the bytes its client's kernel received and
+/// acknowledged but nobody read, and the bytes the server's kernel sent and still holds
+/// (unacknowledged or unsent). Both ends are on this machine, so both are in
+/// /proc/net/tcp. None once the connection is gone, or off Linux.
+fn stalled_queues(stalled: &TcpStream, server: SocketAddr) -> Option<(u64, u64)> {
+    let client = stalled.local_addr().ok()?;
+    let table = fs::read_to_string("/proc/net/tcp").ok()?;
+    let (_, unread) = tcp_queues(&table, client, server)?;
+    let (unacked, _) = tcp_queues(&table, server, client)?;
+    Some((unread, unacked))
+}
+
+/// The (tx_queue, rx_queue) of the IPv4 socket from `local` to `remote` in a
+/// /proc/net/tcp table, whose rows read `sl: local remote state tx:rx ...`, addresses
+/// as hex `ADDR:PORT` with the address in the kernel's (here little-endian) byte order.
+fn tcp_queues(table: &str, local: SocketAddr, remote: SocketAddr) -> Option<(u64, u64)> {
+    let (local, remote) = (proc_net_addr(local)?, proc_net_addr(remote)?);
+    table.lines().find_map(|row| {
+        let mut fields = row.split_whitespace().skip(1);
+        if fields.next()? != local || fields.next()? != remote {
+            return None;
+        }
+        let (tx, rx) = fields.nth(1)?.split_once(':')?;
+        let hex = |q| u64::from_str_radix(q, 16).ok();
+        Some((hex(tx)?, hex(rx)?))
+    })
+}
+
+fn proc_net_addr(addr: SocketAddr) -> Option<String> {
+    match addr {
+        SocketAddr::V4(v4) => {
+            let ip = u32::from_le_bytes(v4.ip().octets());
+            Some(format!("{ip:08X}:{:04X}", v4.port()))
+        }
+        SocketAddr::V6(_) => None,
     }
 }
 
@@ -1540,6 +1585,34 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tcp_queues_are_read_from_the_row_of_the_right_connection() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt
+   0: 0100007F:9E61 00000000:0000 0A 00000000:00000000 00:00000000 00000000
+   1: 0100007F:9E61 0100007F:EBA0 01 0000FF00:00000000 00:00000000 00000000
+   2: 0100007F:EBA0 0100007F:9E61 01 00000000:0002298D 00:00000000 00000000
+   3: 0200007F:EBA0 0100007F:9E61 01 00000007:00000009 00:00000000 00000000";
+        let server: SocketAddr = "127.0.0.1:40545".parse().expect("addr");
+        let client: SocketAddr = "127.0.0.1:60320".parse().expect("addr");
+        let other: SocketAddr = "127.0.0.2:60320".parse().expect("addr");
+        let v6: SocketAddr = "[::1]:60320".parse().expect("addr");
+        // (local, remote) -> (tx_queue, rx_queue)
+        let rows = [
+            (server, client, Some((0xFF00, 0))),
+            (client, server, Some((0, 0x2298D))),
+            (other, server, Some((7, 9))),
+            (server, other, None),
+            (v6, server, None),
+        ];
+        for (local, remote, expected) in rows {
+            assert_eq!(
+                tcp_queues(table, local, remote),
+                expected,
+                "{local} -> {remote}"
+            );
+        }
+    }
 
     #[test]
     fn messages_are_64_bytes_and_parse_back() {
