@@ -264,9 +264,11 @@ impl Outbox {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues `line` without blocking and wakes the writer if it sleeps. On overflow the
-    /// outbox aborts itself (see [`PushError::Full`]); the caller hangs up after releasing
-    /// its locks.
+    /// Queues `line` and wakes the writer if it sleeps, or, if that writer is idle, writes
+    /// the line at once on this thread (see [`Outbox::write_through`]: at most
+    /// `SENDER_PATIENCE` of waiting). On overflow the outbox aborts itself (see
+    /// [`PushError::Full`]); the caller hangs up after releasing its locks. Never call it
+    /// holding the registry lock.
     pub fn push(&self, line: Arc<str>) -> Result<(), PushError> {
         let pushed = self.push_deferred(line, Urgency::Now);
         match pushed {
@@ -549,7 +551,7 @@ impl Outbox {
         queue.last_write = Some(Instant::now());
         if rest.is_empty() {
             queue.written += lines;
-        } else {
+        } else if queue.state != State::Aborted {
             queue.slow = true;
             queue.unsent.extend_from_slice(rest);
             queue.unsent_lines = lines;
