@@ -322,8 +322,9 @@ impl Registry {
         match previous {
             Some(old) => {
                 // Best effort: a stalled old connection may not take the notice. Closing
-                // only flags the old outbox; once woken (after the lock), its writer sends
-                // the notice, then hangs up.
+                // only flags the old outbox; after the lock its writer, once woken, sends
+                // the notice (or this thread writes it through, if that writer is idle),
+                // then hangs up.
                 let notice = Reply::TakenOver.to_line();
                 let pushed = old.outbox.push_deferred(notice, Urgency::Now);
                 delivery.note(&name, &old.outbox, pushed);

@@ -13,6 +13,9 @@
 //!                          run_writer: one write() per batch -> the same socket
 //! ```
 //!
+//! It also gives each outbox the socket's second way in, for a sender writing through to
+//! an idle writer's client (`sender_write`: one `write` with a 1 ms timeout).
+//!
 //! Two background threads run beside them: the stats logger (one log line a minute) and the
 //! notice flusher (wakes writers that sleep on batched join/leave notices).
 
