@@ -928,7 +928,7 @@ fn handle_line(
 // ---------------------------------------------------------------------------------------
 // Results
 
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 enum Value {
     Num(f64),
     Text(String),
@@ -1289,15 +1289,26 @@ fn watch_for_drop(
 // ---------------------------------------------------------------------------------------
 // Report
 
-/// Metrics compared between the servers, and whether higher is better.
+/// Metrics compared between the servers, and whether the comparison needs both to have
+/// carried the same load (the same `expected` deliveries): a p99 over 10,000 clients is no
+/// comparison with one over the 778 that ncat took.
 const RATIOS: &[(&str, &str, bool)] = &[
     ("throughput", "deliveries_per_s", true),
-    ("latency", "p50_ms", false),
-    ("latency", "p99_ms", false),
-    ("scale", "signed_in", true),
-    ("scale", "p99_ms", false),
-    ("slow_consumer", "p99_ms", false),
+    ("latency", "p50_ms", true),
+    ("latency", "p99_ms", true),
+    ("scale", "signed_in", false),
+    ("scale", "p99_ms", true),
+    ("slow_consumer", "p99_ms", true),
 ];
+
+/// Whether every run of a scenario produced figures with the same `expected` count.
+fn same_load(runs: &[(Kind, Result<Figures, String>)]) -> bool {
+    let expected: Vec<Option<Value>> = runs
+        .iter()
+        .map(|(_, run)| run.as_ref().ok().and_then(|f| f.get("expected").cloned()))
+        .collect();
+    expected.windows(2).all(|pair| pair[0] == pair[1]) && expected.iter().all(Option::is_some)
+}
 
 fn show(v: Option<&Value>) -> String {
     match v {
@@ -1353,7 +1364,9 @@ fn table(results: &Results, kinds: &[Kind]) -> String {
                 let _ = write!(out, " {:>20}", show(cell.as_ref()));
             }
             let ratio = RATIOS.iter().find(|(s, k, _)| s == scenario && *k == key);
-            if let (Some(_), [a, b]) = (ratio, nums.as_slice()) {
+            let comparable =
+                ratio.is_some_and(|(_, _, needs_same_load)| !needs_same_load || same_load(runs));
+            if let (true, [a, b]) = (comparable, nums.as_slice()) {
                 let _ = write!(out, " {:>14.2}", a / b);
             }
             out.push('\n');
@@ -1585,6 +1598,52 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ratios_compare_only_runs_that_carried_the_same_load() {
+        let figures = |expected: f64, signed_in: f64, p99: f64| {
+            let mut f = Figures::default();
+            f.num("expected", expected);
+            f.num("signed_in", signed_in);
+            f.num("p99_ms", p99);
+            Ok(f)
+        };
+        let results: Results = vec![
+            (
+                "scale",
+                vec![
+                    (Kind::Ptchat, figures(49995.0, 10000.0, 212.0)),
+                    (Kind::Ncat, figures(3885.0, 778.0, 15.0)),
+                ],
+            ),
+            (
+                "slow_consumer",
+                vec![
+                    (Kind::Ptchat, figures(100.0, 10.0, 30.0)),
+                    (Kind::Ncat, figures(100.0, 10.0, 60.0)),
+                ],
+            ),
+        ];
+        let printed = table(&results, &[Kind::Ptchat, Kind::Ncat]);
+        let row = |scenario: &str, key: &str| {
+            let prefix = format!("{scenario:<14} {key:<20}");
+            let line = printed.lines().find(|l| l.starts_with(&prefix));
+            line.map(|l| l.split_whitespace().skip(2).collect::<Vec<_>>())
+        };
+        // (scenario, figure) -> the cells after the two names: ptchat, ncat, ratio if any
+        let expected_rows = [
+            ("scale", "signed_in", vec!["10000", "778", "12.85"]),
+            ("scale", "p99_ms", vec!["212", "15"]),
+            ("slow_consumer", "p99_ms", vec!["30", "60", "0.50"]),
+        ];
+        for (scenario, key, cells) in expected_rows {
+            assert_eq!(
+                row(scenario, key),
+                Some(cells),
+                "{scenario} {key}\n{printed}"
+            );
+        }
+    }
 
     #[test]
     fn tcp_queues_are_read_from_the_row_of_the_right_connection() {
