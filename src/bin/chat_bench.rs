@@ -1234,7 +1234,7 @@ fn stalled_queues(stalled: &TcpStream, server: SocketAddr) -> Option<(u64, u64)>
 
 /// The (tx_queue, rx_queue) of the IPv4 socket from `local` to `remote` in a
 /// /proc/net/tcp table, whose rows read `sl: local remote state tx:rx ...`, addresses
-/// as hex `ADDR:PORT` with the address in the kernel's (here little-endian) byte order.
+/// as hex `ADDR:PORT`: the address is the network-order word printed as a native integer.
 fn tcp_queues(table: &str, local: SocketAddr, remote: SocketAddr) -> Option<(u64, u64)> {
     let (local, remote) = (proc_net_addr(local)?, proc_net_addr(remote)?);
     table.lines().find_map(|row| {
@@ -1251,7 +1251,7 @@ fn tcp_queues(table: &str, local: SocketAddr, remote: SocketAddr) -> Option<(u64
 fn proc_net_addr(addr: SocketAddr) -> Option<String> {
     match addr {
         SocketAddr::V4(v4) => {
-            let ip = u32::from_le_bytes(v4.ip().octets());
+            let ip = u32::from_ne_bytes(v4.ip().octets());
             Some(format!("{ip:08X}:{:04X}", v4.port()))
         }
         SocketAddr::V6(_) => None,
