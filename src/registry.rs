@@ -125,20 +125,21 @@ pub struct Delivery {
 impl Delivery {
     /// Finishes the delivery. Call with no lock held, on the thread of the client that
     /// caused the lines, so a fast sender is slowed down (by TCP, in the end) instead of
-    /// its readers' queues overflowing. The wait comes last, so it delays neither a wake-up
-    /// nor the cut of an overflowed client.
+    /// its readers' queues overflowing. Wake-ups and cuts come first, since they are quick
+    /// and let others proceed; then this thread's own writes to idle writers' clients
+    /// (10,000 of them take a fifth of a second); the wait comes last.
     pub fn complete(self) {
         self.to_wake.ring();
-        let mut buf = Vec::new();
-        for outbox in &self.write_through {
-            outbox.write_through(&mut buf);
-        }
         for (name, outbox) in self.overflowed {
             log::warn(
                 "sendq_exceeded",
                 &[("user", &name), ("action", &"disconnect")],
             );
             outbox.hang_up();
+        }
+        let mut buf = Vec::new();
+        for outbox in &self.write_through {
+            outbox.write_through(&mut buf);
         }
         let deadline = Instant::now() + CROWDED_PATIENCE;
         for outbox in &self.crowded {
