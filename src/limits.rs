@@ -91,9 +91,9 @@ pub const DEFAULT_RATE_PER_SEC: u32 = 5;
 /// Lines dropped for flooding, in a row without a pause, before the client is disconnected.
 pub const MAX_FLOOD_STRIKES: u32 = 50;
 
-/// Most public lines from one client delivered together as one burst (see `session.rs`,
-/// `Presence::burst`). Bounds how long one burst holds the registry lock; a read brings at
-/// most 1 KiB anyway.
+/// Most public lines from one client delivered together as one burst, one queue entry per
+/// receiver (see `session.rs`, `Presence::burst`). Bounds the size of that entry against
+/// the SendQ; a read brings at most 1 KiB anyway.
 pub const MAX_BURST_LINES: usize = 16;
 
 /// The longest a sender waits after a delivery for the writers that fell behind only for

@@ -5,8 +5,8 @@
 //! writes, and, when that writer is asleep and idle, the sender who pushed a chat line may
 //! write it itself once it holds no lock ([`Outbox::write_through`]); the queue says who
 //! holds the socket, so the two never write at once. It must not know about users, the
-//! registry or the protocol: it moves `Arc<str>` lines, counted in bytes against a fixed
-//! budget.
+//! registry or the protocol: it moves `Arc<str>` entries of whole lines (one line, or a
+//! burst of public lines pushed together), counted in bytes against a fixed budget.
 //!
 //! Why a queue at all: a broadcast happens under the registry lock, and a socket write can
 //! block for as long as the peer likes. Pushing to a bounded queue is a few nanoseconds, so
@@ -70,10 +70,11 @@ enum State {
 }
 
 struct Queue {
+    /// Entries waiting for the socket, each one or more whole lines ending in `\n`.
     lines: VecDeque<Arc<str>>,
     bytes: usize,
     state: State,
-    /// Lines ever queued, and lines ever written to the socket: together they tell a
+    /// Entries ever queued, and entries ever written to the socket: together they tell a
     /// session when something it queued has really left (see [`Outbox::wait_written`]).
     pushed: u64,
     written: u64,
@@ -153,9 +154,12 @@ impl Queue {
         self.writer_waiting && !self.wake_requested && !self.sender_writing && !self.slow && idle
     }
 
-    /// Moves every queued line, after any rest of a sender's write, into `buf` for one
-    /// write, which starts now. Returns the lines that write finishes.
+    /// Moves every queued entry, after any rest of a sender's write, into `buf` for one
+    /// write, which starts now. Returns the entries that write finishes.
     fn take_all(&mut self, buf: &mut Vec<u8>) -> u64 {
+        // One allocation for the batch, not one per doubling (the buffer is kept small
+        // between batches, see `WRITER_BUF_KEEP`).
+        buf.reserve(self.unsent.len() + self.bytes);
         buf.append(&mut self.unsent);
         let lines = std::mem::take(&mut self.unsent_lines) + self.lines.len() as u64;
         for line in self.lines.drain(..) {
@@ -625,6 +629,7 @@ impl Outbox {
 /// What the writer took from its queue for one `write`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Batch {
+    /// Queue entries in it: lines, or bursts of lines pushed together.
     lines: u64,
     /// Some line in it may not wait (chat, a reply), as opposed to notices only.
     urgent: bool,
@@ -664,8 +669,8 @@ fn writer_pause(batch: Batch, since_previous: Option<Duration>) -> Duration {
     // Twice the pace, so that a writer in its paced rhythm (a pause, then a write) still
     // counts as busy.
     let busy = since_previous.is_some_and(|gap| gap < pace * 2);
-    // In a burst of chat (more than one line was waiting) linger at least a little, so the
-    // lines still coming go out together. Not after notices alone: the next ones wait for
+    // In a burst of chat (lines from more than one push were waiting) linger at least a
+    // little, so the lines still coming go out together. Not after notices alone: the next ones wait for
     // the doorbell anyway, and in a sign-in storm, when every write is a batch of joins,
     // lingering cost every writer a timer wake-up per write.
     let linger = if batch.urgent && batch.lines > 1 {

@@ -188,10 +188,54 @@ pub fn writer_pace(online: usize) -> Duration {
         .min(MAX_WRITER_PACE)
 }
 
-/// A public message as its receivers see it, for [`Registry::public`]. Formatted by the
-/// sender's thread before it takes the lock.
-pub fn public_line(from: &str, text: &str) -> Arc<str> {
-    Reply::Public { from, text }.to_line()
+/// Public lines from one sender, formatted as their receivers see them, to be delivered
+/// together by [`Registry::public`]. The sender's thread gathers them before it takes the
+/// lock; all of them then share one allocation, so a burst costs each receiver one queue
+/// entry (one reference count, one slot), not one per line (docs/PERFORMANCE.md, change 20).
+#[derive(Debug, Default)]
+pub struct PublicBurst {
+    text: String,
+    lines: usize,
+}
+
+/// A [`PublicBurst`] made ready for the registry: `lines` whole lines in one shared string.
+#[derive(Debug, Clone)]
+pub struct PublicLines {
+    text: Arc<str>,
+    lines: usize,
+}
+
+impl PublicBurst {
+    /// Appends the line `from` typed, as its receivers see it.
+    pub fn add(&mut self, from: &str, text: &str) {
+        use std::fmt::Write;
+        // Writing to a String cannot fail.
+        let _ = writeln!(self.text, "{}", Reply::Public { from, text });
+        self.lines += 1;
+    }
+
+    /// How many lines wait.
+    pub fn len(&self) -> usize {
+        self.lines
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lines == 0
+    }
+
+    /// Empties the burst into one shared string for [`Registry::public`]; `None` if it was
+    /// empty. It allocates, so call it before taking the registry lock.
+    pub fn take(&mut self) -> Option<PublicLines> {
+        if self.lines == 0 {
+            return None;
+        }
+        let lines = PublicLines {
+            text: Arc::from(self.text.as_str()),
+            lines: std::mem::take(&mut self.lines),
+        };
+        self.text.clear();
+        Some(lines)
+    }
 }
 
 /// What signing in produced.
@@ -357,9 +401,10 @@ impl Registry {
     }
 
     /// Sends public lines from `from` to every other online user, in order and together:
-    /// a burst of lines costs each receiver one push (see `session.rs`, `Presence::burst`). The lines
-    /// come formatted ([`public_line`]), so no allocation happens under the lock.
-    pub fn public(&mut self, from: &str, lines: &[Arc<str>]) -> Delivery {
+    /// a burst of lines costs each receiver one push (see `session.rs`, `Presence::burst`).
+    /// The lines come formatted ([`PublicBurst::take`]), so no allocation happens under the
+    /// lock.
+    pub fn public(&mut self, from: &str, lines: &PublicLines) -> Delivery {
         let mut delivery = self.flush_notices();
         self.broadcast(&mut delivery, &name_key(from), lines);
         delivery
@@ -482,9 +527,9 @@ impl Registry {
         self.next_mail_id = self.next_mail_id.max(id);
     }
 
-    /// Pushes `lines` (chat) to every online user but `skip_key`, each receiver's under one
-    /// outbox lock. No allocation per receiver: each push clones the `Arc`, not the text.
-    fn broadcast(&self, delivery: &mut Delivery, skip_key: &str, lines: &[Arc<str>]) {
+    /// Pushes `lines` (chat) to every online user but `skip_key`, as one queue entry each.
+    /// No allocation per receiver: each push clones the `Arc`, not the text.
+    fn broadcast(&self, delivery: &mut Delivery, skip_key: &str, lines: &PublicLines) {
         let mut receivers = 0;
         // Skipped by outbox, not by name: comparing names read every user's name from
         // memory, a cache miss per user, and in a sign-in storm that was an eighth of the
@@ -496,11 +541,11 @@ impl Registry {
             }
             let pushed = online
                 .outbox
-                .push_all_deferred(lines.iter().cloned(), Urgency::Now);
+                .push_deferred(Arc::clone(&lines.text), Urgency::Now);
             delivery.note(key, &online.outbox, pushed);
             receivers += 1;
         }
-        stats::record_relayed(receivers * lines.len());
+        stats::record_relayed(receivers * lines.lines);
     }
 
     /// Tells the others that someone joined (`about` is the new session) or left. In a room
@@ -585,6 +630,45 @@ mod tests {
         }
     }
 
+    /// Lines alice typed, ready for [`Registry::public`].
+    fn public(texts: &[&str]) -> PublicLines {
+        let mut burst = PublicBurst::default();
+        for text in texts {
+            burst.add("alice", text);
+        }
+        burst.take().expect("not empty")
+    }
+
+    #[test]
+    fn a_public_burst_is_one_queue_entry_per_receiver_with_its_lines_in_order() {
+        let mut burst = PublicBurst::default();
+        assert!(burst.take().is_none(), "nothing gathered, nothing to send");
+        burst.add("alice", "one");
+        burst.add("alice", "two");
+        assert_eq!(burst.len(), 2);
+        let lines = burst.take().expect("two lines");
+        assert!(burst.is_empty(), "taking empties the burst");
+        assert_eq!(&*lines.text, "alice: one\nalice: two\n");
+
+        let mut registry = registry_with(&["alice", "bob"]);
+        let bob = outbox();
+        registry
+            .sign_in("alice", outbox())
+            .expect("alice")
+            .delivery
+            .complete();
+        registry
+            .sign_in("bob", Arc::clone(&bob))
+            .expect("bob")
+            .delivery
+            .complete();
+        let before = bob.mark();
+        registry.public("alice", &lines).complete();
+        assert_eq!(bob.mark(), before + 1, "one entry for the burst");
+        let got = queued(&bob);
+        assert_eq!(got[got.len() - 2..], ["alice: one", "alice: two"]);
+    }
+
     /// Everything queued for `outbox` so far, line by line (closes it).
     fn queued(outbox: &Outbox) -> Vec<String> {
         outbox.close();
@@ -625,8 +709,7 @@ mod tests {
         let alice = sign_in(&mut registry, "alice").0;
         let (late, late_session) = sign_in(&mut registry, "late");
         assert_eq!(first.mark(), before, "the joins wait");
-        let hi = public_line("alice", "hi");
-        registry.public("alice", &[hi]).complete();
+        registry.public("alice", &public(&["hi"])).complete();
         registry.sign_out("late", late_session).complete();
         assert_eq!(
             first.mark(),
@@ -768,7 +851,7 @@ mod tests {
             .expect("bob")
             .delivery
             .complete();
-        let delivery = registry.public("alice", &[public_line("alice", "more than eight bytes")]);
+        let delivery = registry.public("alice", &public(&["more than eight bytes"]));
         assert_eq!(delivery.overflowed.len(), 1);
         delivery.complete();
         assert!(tiny.is_aborted());

@@ -26,7 +26,7 @@ use crate::outbox::{Outbox, PushError};
 use crate::password::PasswordHash;
 use crate::protocol::{self, Command, ErrorReply, HELP, Reply, name_key};
 use crate::ratelimit::TokenBucket;
-use crate::registry::{self, Mail, PrivateOutcome, SendError, SessionId};
+use crate::registry::{self, Mail, PrivateOutcome, PublicBurst, SendError, SessionId};
 use crate::shared::Shared;
 use crate::store::Record;
 
@@ -85,26 +85,25 @@ struct Presence<'a> {
     session: SessionId,
     /// Public lines read but not yet delivered. Lines that arrived in one read go out
     /// together, once the next line would mean waiting for the client (or another kind of
-    /// command comes, or [`MAX_BURST_LINES`] gathered): one registry lock and one push per
-    /// receiver for the burst instead of per line. No line waits for the network, so a
-    /// burst adds no delay.
-    burst: Vec<Arc<str>>,
+    /// command comes, or [`MAX_BURST_LINES`] gathered): one registry lock, one allocation
+    /// and one queue entry per receiver for the burst instead of per line. No line waits
+    /// for the network, so a burst adds no delay.
+    burst: PublicBurst,
 }
 
 impl Presence<'_> {
-    fn add_to_burst(&mut self, line: Arc<str>) {
-        self.burst.push(line);
+    fn add_to_burst(&mut self, text: &str) {
+        self.burst.add(&self.name, text);
         if self.burst.len() >= MAX_BURST_LINES {
             self.send_burst();
         }
     }
 
     fn send_burst(&mut self) {
-        if self.burst.is_empty() {
+        let Some(lines) = self.burst.take() else {
             return;
-        }
-        let delivery = registry::lock(&self.shared.registry).public(&self.name, &self.burst);
-        self.burst.clear();
+        };
+        let delivery = registry::lock(&self.shared.registry).public(&self.name, &lines);
         delivery.complete();
     }
 }
@@ -404,7 +403,7 @@ impl<'a> Session<'a> {
             shared: self.shared,
             name,
             session: signed_in.session,
-            burst: Vec::new(),
+            burst: PublicBurst::default(),
         };
         let event = if signed_in.took_over {
             "takeover"
@@ -476,7 +475,7 @@ impl<'a> Session<'a> {
             Command::Nothing => Ok(()),
             Command::Public { text } => {
                 self.log_message("public", &me.name, "", &text);
-                me.add_to_burst(registry::public_line(&me.name, &text));
+                me.add_to_burst(&text);
                 Ok(())
             }
             Command::Tagged { to, text } => {
