@@ -42,14 +42,17 @@ pub const NOTICE_DELAY_PER_USER: Duration = Duration::from_micros(100);
 
 /// How long each writer pauses after a write, per user online (see `outbox::set_writer_pace`),
 /// so that in a large room a writer batches the chat lines that arrive meanwhile: 100 users:
-/// 4 ms, 1,000 users and more: 40 ms. Chat is delayed by at most that much. At 20 ms, 1,000
-/// users receiving 200 lines/s kept one core 95% busy with writes and timer wake-ups, and
-/// any hiccup left the server behind (p99 from 54 ms to 2 s); at 40 ms it is 55 to 67% busy
-/// and p99 steady near 45 ms (docs/PERFORMANCE.md).
-pub const WRITER_PACE_PER_USER: Duration = Duration::from_micros(40);
+/// 6 ms, 1,000 users and more: 60 ms. Chat is delayed by at most that much. All writers
+/// together then make at most about 16,700 writes a second, whatever the room's size. At
+/// 20 µs per user, 1,000 users receiving 200 lines/s kept one core 95% busy with writes and
+/// timer wake-ups, and any hiccup left the server behind (p99 from 54 ms to 2 s); at 40 µs
+/// it was 55 to 67% busy on a good day, but 90 to 100% on a slower one (p99 70 ms to 2 s);
+/// at 60 µs, 62 to 66% on that slower day and p99 steady at 63 ms (docs/PERFORMANCE.md,
+/// change 21).
+pub const WRITER_PACE_PER_USER: Duration = Duration::from_micros(60);
 
 /// The longest pause of a writer after a write, however large the room.
-pub const MAX_WRITER_PACE: Duration = Duration::from_millis(40);
+pub const MAX_WRITER_PACE: Duration = Duration::from_millis(60);
 
 /// How many doorbells the writers share (see `doorbell.rs`). With up to this many clients
 /// each writer has its own; beyond, a broadcast costs at most this many wake-up syscalls

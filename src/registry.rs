@@ -180,7 +180,7 @@ pub fn notice_delay(online: usize) -> Duration {
 }
 
 /// How long writers pause after each write with `online` users (see
-/// `outbox::set_writer_pace`): no pause in a small room, up to 40 ms in a large one.
+/// `outbox::set_writer_pace`): no pause in a small room, up to 60 ms in a large one.
 pub fn writer_pace(online: usize) -> Duration {
     let online = u32::try_from(online).unwrap_or(u32::MAX);
     WRITER_PACE_PER_USER
@@ -624,7 +624,7 @@ mod tests {
         for (online, expected) in rows {
             assert_eq!(notice_delay(online), expected, "{online} online");
         }
-        let rows = [(0, ms(0)), (100, ms(4)), (1_000, ms(40)), (10_000, ms(40))];
+        let rows = [(0, ms(0)), (100, ms(6)), (1_000, ms(60)), (10_000, ms(60))];
         for (online, expected) in rows {
             assert_eq!(writer_pace(online), expected, "{online} online");
         }
