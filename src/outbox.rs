@@ -293,9 +293,9 @@ impl Outbox {
         self.push_all_deferred([line], urgency)
     }
 
-    /// Queues `lines`, in order, under one lock, like [`Outbox::push_deferred`]: a burst of
-    /// chat costs each receiver one lock and at most one wake-up, not one per line. If a
-    /// line does not fit, the outbox aborts as for a single line.
+    /// Queues `lines`, in order, under one lock, like [`Outbox::push_deferred`]: the notices
+    /// a large room kept for a tick cost each receiver one lock and at most one wake-up,
+    /// not one per notice. If a line does not fit, the outbox aborts as for a single line.
     pub fn push_all_deferred(
         &self,
         lines: impl IntoIterator<Item = Arc<str>>,
