@@ -649,19 +649,17 @@ mod tests {
         let lines = burst.take().expect("two lines");
         assert!(burst.is_empty(), "taking empties the burst");
         assert_eq!(&*lines.text, "alice: one\nalice: two\n");
+        burst.add("alice", "three");
+        let next = burst.take().expect("one line");
+        assert_eq!(
+            (&*next.text, next.lines),
+            ("alice: three\n", 1),
+            "nothing left over"
+        );
 
         let mut registry = registry_with(&["alice", "bob"]);
-        let bob = outbox();
-        registry
-            .sign_in("alice", outbox())
-            .expect("alice")
-            .delivery
-            .complete();
-        registry
-            .sign_in("bob", Arc::clone(&bob))
-            .expect("bob")
-            .delivery
-            .complete();
+        sign_in(&mut registry, "alice");
+        let bob = sign_in(&mut registry, "bob").0;
         let before = bob.mark();
         registry.public("alice", &lines).complete();
         assert_eq!(bob.mark(), before + 1, "one entry for the burst");
@@ -680,11 +678,14 @@ mod tests {
 
     fn sign_in(registry: &mut Registry, name: &str) -> (Arc<Outbox>, SessionId) {
         let outbox = outbox();
-        let signed_in = registry
-            .sign_in(name, Arc::clone(&outbox))
-            .expect("account");
+        let session = sign_in_with(registry, name, &outbox);
+        (outbox, session)
+    }
+
+    fn sign_in_with(registry: &mut Registry, name: &str, outbox: &Arc<Outbox>) -> SessionId {
+        let signed_in = registry.sign_in(name, Arc::clone(outbox)).expect("account");
         signed_in.delivery.complete();
-        (outbox, signed_in.session)
+        signed_in.session
     }
 
     #[test]
@@ -841,16 +842,8 @@ mod tests {
         let hangup: Hangup = Box::new(|| {});
         // Room for the welcome line (55 bytes), not for the message after it.
         let tiny = Arc::new(Outbox::new(64, hangup));
-        registry
-            .sign_in("alice", outbox())
-            .expect("alice")
-            .delivery
-            .complete();
-        registry
-            .sign_in("bob", Arc::clone(&tiny))
-            .expect("bob")
-            .delivery
-            .complete();
+        sign_in(&mut registry, "alice");
+        sign_in_with(&mut registry, "bob", &tiny);
         let delivery = registry.public("alice", &public(&["more than eight bytes"]));
         assert_eq!(delivery.overflowed.len(), 1);
         delivery.complete();
