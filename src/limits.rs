@@ -47,7 +47,7 @@ pub const NOTICE_DELAY_PER_USER: Duration = Duration::from_micros(100);
 /// 20 µs per user, 1,000 users receiving 200 lines/s kept one core 95% busy with writes and
 /// timer wake-ups, and any hiccup left the server behind (p99 from 54 ms to 2 s); at 40 µs
 /// it was 55 to 67% busy on a good day, but 90 to 100% on a slower one (p99 70 ms to 2 s);
-/// at 60 µs, 62 to 66% on that slower day and p99 steady at 63 ms (docs/PERFORMANCE.md,
+/// at 60 µs, 62 to 68% on that slower day and p99 steady at 63 ms (docs/PERFORMANCE.md,
 /// change 21).
 pub const WRITER_PACE_PER_USER: Duration = Duration::from_micros(60);
 

@@ -670,9 +670,9 @@ fn writer_pause(batch: Batch, since_previous: Option<Duration>) -> Duration {
     // counts as busy.
     let busy = since_previous.is_some_and(|gap| gap < pace * 2);
     // In a burst of chat (lines from more than one push were waiting) linger at least a
-    // little, so the lines still coming go out together. Not after notices alone: the next ones wait for
-    // the doorbell anyway, and in a sign-in storm, when every write is a batch of joins,
-    // lingering cost every writer a timer wake-up per write.
+    // little, so the lines still coming go out together. Not after notices alone: the next
+    // ones wait for the doorbell anyway, and in a sign-in storm, when every write is a
+    // batch of joins, lingering cost every writer a timer wake-up per write.
     let linger = if batch.urgent && batch.lines > 1 {
         WRITER_LINGER
     } else {
