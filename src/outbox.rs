@@ -71,7 +71,7 @@ enum State {
 
 struct Queue {
     /// Entries waiting for the socket, each one or more whole lines ending in `\n`.
-    lines: VecDeque<Arc<str>>,
+    entries: VecDeque<Arc<str>>,
     bytes: usize,
     state: State,
     /// Entries ever queued, and entries ever written to the socket: together they tell a
@@ -140,7 +140,7 @@ impl Queue {
 
     /// Nothing left to write: no lines, and no rest of a sender's write.
     fn is_empty(&self) -> bool {
-        self.lines.is_empty() && self.unsent.is_empty()
+        self.entries.is_empty() && self.unsent.is_empty()
     }
 
     /// Whether a sender with a chat line for this queue should write it to the socket
@@ -161,13 +161,13 @@ impl Queue {
         // between batches, see `WRITER_BUF_KEEP`).
         buf.reserve(self.unsent.len() + self.bytes);
         buf.append(&mut self.unsent);
-        let lines = std::mem::take(&mut self.unsent_lines) + self.lines.len() as u64;
-        for line in self.lines.drain(..) {
-            buf.extend_from_slice(line.as_bytes());
+        let entries = std::mem::take(&mut self.unsent_lines) + self.entries.len() as u64;
+        for entry in self.entries.drain(..) {
+            buf.extend_from_slice(entry.as_bytes());
         }
         self.bytes = 0;
         self.writing_since = Some(Instant::now());
-        lines
+        entries
     }
 
     /// True when the current write has taken long enough that the client, not the CPU,
@@ -188,7 +188,7 @@ impl Queue {
     fn append(&mut self, line: Arc<str>) {
         self.bytes += line.len();
         self.pushed += 1;
-        self.lines.push_back(line);
+        self.entries.push_back(line);
     }
 }
 
@@ -232,7 +232,7 @@ impl Outbox {
     pub fn with_doorbell(limit_bytes: usize, hangup: Hangup, doorbell: Arc<Doorbell>) -> Self {
         Outbox {
             queue: Mutex::new(Queue {
-                lines: VecDeque::new(),
+                entries: VecDeque::new(),
                 bytes: 0,
                 state: State::Open,
                 pushed: 0,
@@ -382,7 +382,7 @@ impl Outbox {
                 return Err(PushError::Closed);
             }
             // A line bigger than the whole budget is let through alone rather than never.
-            if queue.bytes + line.len() <= self.limit_bytes || queue.lines.is_empty() {
+            if queue.bytes + line.len() <= self.limit_bytes || queue.entries.is_empty() {
                 queue.append(line);
                 queue.urgent = true;
                 queue.wake_requested = true;
@@ -423,7 +423,7 @@ impl Outbox {
         let writer_sleeps = {
             let mut queue = self.lock();
             queue.state = State::Aborted;
-            queue.lines.clear();
+            queue.entries.clear();
             queue.unsent.clear();
             queue.bytes = 0;
             queue.writer_waiting
@@ -613,7 +613,7 @@ impl Outbox {
         queue.wake_requested = false;
         let urgent = std::mem::take(&mut queue.urgent);
         let batch = Batch {
-            lines: queue.take_all(buf),
+            entries: queue.take_all(buf),
             urgent,
         };
         // Room was made: wake anyone in `push_wait`.
@@ -630,7 +630,7 @@ impl Outbox {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Batch {
     /// Queue entries in it: lines, or bursts of lines pushed together.
-    lines: u64,
+    entries: u64,
     /// Some line in it may not wait (chat, a reply), as opposed to notices only.
     urgent: bool,
 }
@@ -673,7 +673,7 @@ fn writer_pause(batch: Batch, since_previous: Option<Duration>) -> Duration {
     // little, so the lines still coming go out together. Not after notices alone: the next
     // ones wait for the doorbell anyway, and in a sign-in storm, when every write is a
     // batch of joins, lingering cost every writer a timer wake-up per write.
-    let linger = if batch.urgent && batch.lines > 1 {
+    let linger = if batch.urgent && batch.entries > 1 {
         WRITER_LINGER
     } else {
         Duration::ZERO
@@ -700,7 +700,7 @@ pub fn run_writer<W: Write>(outbox: &Outbox, mut socket: W) -> std::io::Result<(
             result = Err(e);
             break;
         }
-        outbox.record_written(batch.lines);
+        outbox.record_written(batch.entries);
         let now = Instant::now();
         let pause = writer_pause(batch, previous_write.map(|t| now.duration_since(t)));
         previous_write = Some(now);
@@ -990,7 +990,7 @@ mod tests {
 
     #[test]
     fn a_writer_lingers_only_after_a_burst_of_chat() {
-        // (lines written, any of them chat) -> pause, for a writer that is not busy
+        // (entries written, any of them chat) -> pause, for a writer that is not busy
         // (no previous write, so the room-sized pace does not apply).
         let table = [
             (1, true, Duration::ZERO),
@@ -998,8 +998,8 @@ mod tests {
             (1, false, Duration::ZERO),
             (3, false, Duration::ZERO), // a batch of joins: the next ones can wait
         ];
-        for (lines, urgent, expected) in table {
-            let batch = Batch { lines, urgent };
+        for (entries, urgent, expected) in table {
+            let batch = Batch { entries, urgent };
             assert_eq!(writer_pause(batch, None), expected, "{batch:?}");
         }
     }
