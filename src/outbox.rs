@@ -103,10 +103,10 @@ struct Queue {
     slow: bool,
     /// When the last write to the socket ended, by the writer or a sender.
     last_write: Option<Instant>,
-    /// What a sender's write left unwritten, and how many lines it finishes: the writer
+    /// What a sender's write left unwritten, and how many queue entries it finishes: the writer
     /// sends it before anything else.
     unsent: Vec<u8>,
-    unsent_lines: u64,
+    unsent_entries: u64,
 }
 
 /// A line was queued by [`Outbox::push_deferred`]; what the caller must do about it once it
@@ -161,7 +161,7 @@ impl Queue {
         // between batches, see `WRITER_BUF_KEEP`).
         buf.reserve(self.unsent.len() + self.bytes);
         buf.append(&mut self.unsent);
-        let entries = std::mem::take(&mut self.unsent_lines) + self.entries.len() as u64;
+        let entries = std::mem::take(&mut self.unsent_entries) + self.entries.len() as u64;
         for entry in self.entries.drain(..) {
             buf.extend_from_slice(entry.as_bytes());
         }
@@ -246,7 +246,7 @@ impl Outbox {
                 slow: false,
                 last_write: None,
                 unsent: Vec::new(),
-                unsent_lines: 0,
+                unsent_entries: 0,
             }),
             changed: Condvar::new(),
             doorbell,
@@ -495,9 +495,9 @@ impl Outbox {
     }
 
     /// For the writer: `lines` more lines reached the transport.
-    fn record_written(&self, lines: u64) {
+    fn record_written(&self, entries: u64) {
         let mut queue = self.lock();
-        queue.written += lines;
+        queue.written += entries;
         queue.writing_since = None;
         queue.last_write = Some(Instant::now());
         let anyone_waits = queue.waiters > 0;
@@ -518,7 +518,7 @@ impl Outbox {
         let Some(write) = &self.sender_write else {
             return;
         };
-        let lines = {
+        let entries = {
             let mut queue = self.lock();
             if !queue.sender_writing {
                 return;
@@ -538,7 +538,7 @@ impl Outbox {
             }
         };
         stats::record_bytes_out(written);
-        let ring = self.finish_sender_write(lines, &buf[written..]);
+        let ring = self.finish_sender_write(entries, &buf[written..]);
         buf.clear();
         if ring {
             self.doorbell.ring(Ring::All);
@@ -548,17 +548,17 @@ impl Outbox {
     /// Hands the socket back to the writer after a sender's write that left `rest`
     /// unwritten. Returns whether to ring the writer: it sleeps, and something is due (the
     /// rest, lines queued meanwhile, or a close).
-    fn finish_sender_write(&self, lines: u64, rest: &[u8]) -> bool {
+    fn finish_sender_write(&self, entries: u64, rest: &[u8]) -> bool {
         let mut queue = self.lock();
         queue.sender_writing = false;
         queue.writing_since = None;
         queue.last_write = Some(Instant::now());
         if rest.is_empty() {
-            queue.written += lines;
+            queue.written += entries;
         } else if queue.state != State::Aborted {
             queue.slow = true;
             queue.unsent.extend_from_slice(rest);
-            queue.unsent_lines = lines;
+            queue.unsent_entries = entries;
             queue.bytes += rest.len();
             queue.urgent = true;
         }
