@@ -94,10 +94,13 @@ pub const DEFAULT_RATE_PER_SEC: u32 = 5;
 /// Lines dropped for flooding, in a row without a pause, before the client is disconnected.
 pub const MAX_FLOOD_STRIKES: u32 = 50;
 
-/// Most public lines from one client delivered together as one burst, one queue entry per
-/// receiver (see `session.rs`, `Presence::burst`). Bounds the size of that entry against
-/// the SendQ; a read brings at most 1 KiB anyway.
-pub const MAX_BURST_LINES: usize = 16;
+/// Public lines from one client are delivered together as one burst, one queue entry per
+/// receiver (see `session.rs`, `Presence::burst`), until the burst holds this many bytes.
+/// Bounds that entry well under the SendQ: a burst is at most this plus one line, so ten
+/// senders flooding at once add at most 31 KiB to a queue that was under half full, below
+/// the 64 KiB at which it overflows (`outbox::Outbox::wait_uncrowded`). At 8 KiB, the most
+/// a busy client's read brings (`line_reader.rs`), they overflowed it.
+pub const MAX_BURST_BYTES: usize = 2 * 1024;
 
 /// The longest a sender waits after a delivery for the writers that fell behind only for
 /// want of the CPU (`outbox::Outbox::wait_uncrowded`). Without the wait, ten senders

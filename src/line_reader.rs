@@ -14,8 +14,14 @@ use std::time::Instant;
 use crate::limits::MAX_LINE_BYTES;
 use crate::protocol::clean_line;
 
-/// Size of one `read` call. Small, because an idle client keeps this buffer for life.
+/// Size of one `read` call at first. Small, because an idle client keeps this buffer for
+/// life.
 const READ_CHUNK: usize = 1024;
+
+/// Size of one `read` call once a read has filled the small buffer: the client sends
+/// faster than it is read (a paste, a flood). One read then brings up to a hundred chat
+/// lines, and they go out as one burst (`session.rs`), instead of fourteen.
+const BUSY_READ_CHUNK: usize = 8 * 1024;
 
 /// One unit of client input.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +89,10 @@ impl<R: Read> LineReader<R> {
             if self.finished {
                 return Ok(None);
             }
+            if self.end == self.chunk.len() && self.end < BUSY_READ_CHUNK {
+                // The last read filled the buffer, and all of it is consumed: grow it.
+                self.chunk = vec![0; BUSY_READ_CHUNK].into_boxed_slice();
+            }
             match self.source.read(&mut self.chunk) {
                 Ok(0) => return Ok(self.finish()),
                 Ok(n) => (self.start, self.end) = (0, n),
@@ -117,19 +127,16 @@ impl<R: Read> LineReader<R> {
             self.skipping = newline.is_none();
             return Some(Line::TooLong);
         }
+        if self.partial.is_empty() && newline.is_some() {
+            // The whole line is in the buffer: no need to gather it first.
+            return Some(finish_line(piece));
+        }
         self.partial.extend_from_slice(piece);
         newline.is_some().then(|| self.complete_line())
     }
 
     fn complete_line(&mut self) -> Line {
-        let mut bytes = std::mem::take(&mut self.partial);
-        if bytes.last() == Some(&b'\r') {
-            bytes.pop();
-        }
-        if bytes.len() > MAX_LINE_BYTES {
-            return Line::TooLong;
-        }
-        Line::Text(clean_line(&bytes))
+        finish_line(&std::mem::take(&mut self.partial))
     }
 
     /// End of stream: a final unterminated line is delivered rather than lost.
@@ -140,6 +147,16 @@ impl<R: Read> LineReader<R> {
         }
         Some(self.complete_line())
     }
+}
+
+/// A line's bytes without their `\n` made into a [`Line`]: a `\r` before the `\n` is
+/// dropped, the length checked, the text cleaned.
+fn finish_line(bytes: &[u8]) -> Line {
+    let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+    if bytes.len() > MAX_LINE_BYTES {
+        return Line::TooLong;
+    }
+    Line::Text(clean_line(bytes))
 }
 
 #[cfg(test)]
@@ -250,6 +267,27 @@ mod tests {
 
         let mut reader = LineReader::new(&input[..]);
         assert_eq!(reader.read_line().ok().flatten(), Some(Line::TooLong));
-        assert!(reader.partial.capacity() <= MAX_LINE_BYTES + 1 + READ_CHUNK);
+        assert!(reader.partial.capacity() <= MAX_LINE_BYTES + 1 + BUSY_READ_CHUNK);
+    }
+
+    #[test]
+    fn the_read_buffer_grows_only_after_a_read_filled_it() {
+        let line = b"0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrs\n";
+        let paste: Vec<u8> = line.repeat(40); // 2,640 bytes: more than one small read
+        // (input, lines to read, buffer size after them)
+        let rows: Vec<(&[u8], usize, usize)> = vec![
+            (b"hi\n", 1, READ_CHUNK),
+            (&paste, 1, READ_CHUNK), // the first read filled the buffer...
+            (&paste, 16, BUSY_READ_CHUNK), // ...so the second read is a large one
+            (&paste, 40, BUSY_READ_CHUNK),
+        ];
+        for (input, count, size) in rows {
+            let mut reader = LineReader::new(input);
+            for _ in 0..count {
+                let got = reader.read_line().ok().flatten();
+                assert!(matches!(got, Some(Line::Text(_))), "{got:?}");
+            }
+            assert_eq!(reader.chunk.len(), size, "after {count} lines");
+        }
     }
 }

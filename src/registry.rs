@@ -219,6 +219,11 @@ impl PublicBurst {
         self.lines
     }
 
+    /// How many bytes they take, as sent.
+    pub fn bytes(&self) -> usize {
+        self.text.len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.lines == 0
     }
@@ -645,7 +650,7 @@ mod tests {
         assert!(burst.take().is_none(), "nothing gathered, nothing to send");
         burst.add("alice", "one");
         burst.add("alice", "two");
-        assert_eq!(burst.len(), 2);
+        assert_eq!((burst.len(), burst.bytes()), (2, 22), "two lines as sent");
         let lines = burst.take().expect("two lines");
         assert!(burst.is_empty(), "taking empties the burst");
         assert_eq!(&*lines.text, "alice: one\nalice: two\n");

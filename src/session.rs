@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::clock;
 use crate::limits::{
-    ASKED_REPLY_WAIT, MAX_BURST_LINES, MAX_FLOOD_STRIKES, MAX_PASSWORD_BYTES, MAX_PASSWORD_TRIES,
+    ASKED_REPLY_WAIT, MAX_BURST_BYTES, MAX_FLOOD_STRIKES, MAX_PASSWORD_BYTES, MAX_PASSWORD_TRIES,
 };
 use crate::line_reader::{Line, LineSource};
 use crate::log;
@@ -85,7 +85,7 @@ struct Presence<'a> {
     session: SessionId,
     /// Public lines read but not yet delivered. Lines that arrived in one read go out
     /// together, once the next line would mean waiting for the client (or another kind of
-    /// command comes, or [`MAX_BURST_LINES`] gathered): one registry lock, one allocation
+    /// command comes, or [`MAX_BURST_BYTES`] gathered): one registry lock, one allocation
     /// and one queue entry per receiver for the burst instead of per line. No line waits
     /// for the network, so a burst adds no delay.
     burst: PublicBurst,
@@ -94,7 +94,7 @@ struct Presence<'a> {
 impl Presence<'_> {
     fn add_to_burst(&mut self, text: &str) {
         self.burst.add(&self.name, text);
-        if self.burst.len() >= MAX_BURST_LINES {
+        if self.burst.bytes() >= MAX_BURST_BYTES {
             self.send_burst();
         }
     }

@@ -306,29 +306,29 @@ fn lines_sent_in_one_write_arrive_in_order_around_other_commands() {
     let server = Server::start();
     let [mut alice, mut bob, mut carol] =
         server.sign_in_all([("alice", "pw-a"), ("bob", "pw-b"), ("carol", "pw-c")]);
-    // More public lines than one burst holds (16), a private line, a tagged one, more
-    // public lines, then quit: all in one write.
+    // More public lines than one burst holds (2 KiB) and one small read brings (1 KiB), a
+    // private line, a tagged one, more public lines, then quit: all in one write.
     let mut batch = String::new();
-    for i in 0..40 {
+    for i in 0..400 {
         batch.push_str(&format!("line {i}\n"));
-        if i == 20 {
-            batch.push_str("~->bob: private after 20\n~-@carol: tagged after 20\n");
+        if i == 200 {
+            batch.push_str("~->bob: private after 200\n~-@carol: tagged after 200\n");
         }
     }
     batch.push_str("~:q!:\n");
     alice.send_raw(batch.as_bytes());
     let expected = |extra: &[&str]| {
-        let mut lines: Vec<String> = (0..=20).map(|i| format!("alice: line {i}")).collect();
+        let mut lines: Vec<String> = (0..=200).map(|i| format!("alice: line {i}")).collect();
         lines.extend(extra.iter().map(|l| l.to_string()));
-        lines.extend((21..40).map(|i| format!("alice: line {i}")));
+        lines.extend((201..400).map(|i| format!("alice: line {i}")));
         lines.push("* alice left.".to_string());
         lines
     };
     let bob_sees = expected(&[
-        "[private] alice: private after 20",
-        "alice @carol: tagged after 20",
+        "[private] alice: private after 200",
+        "alice @carol: tagged after 200",
     ]);
-    let carol_sees = expected(&["[tagged] alice @carol: tagged after 20"]);
+    let carol_sees = expected(&["[tagged] alice @carol: tagged after 200"]);
     for (reader, lines) in [(&mut bob, bob_sees), (&mut carol, carol_sees)] {
         for line in lines {
             assert_eq!(reader.next_line(), line);
