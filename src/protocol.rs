@@ -136,6 +136,12 @@ pub fn name_key(name: &str) -> String {
 /// range, which some terminals also obey) becomes U+FFFD too, so no client can send escape
 /// sequences, bells or carriage returns to another user's terminal.
 pub fn clean_line(bytes: &[u8]) -> String {
+    // Most lines need no change: copy them whole rather than char by char.
+    if let Ok(text) = std::str::from_utf8(bytes)
+        && !text.chars().any(is_forbidden_char)
+    {
+        return text.to_owned();
+    }
     String::from_utf8_lossy(bytes)
         .chars()
         .map(|c| if is_forbidden_char(c) { '\u{FFFD}' } else { c })
