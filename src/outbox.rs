@@ -150,15 +150,16 @@ impl Queue {
     /// busy writer batches lines from many senders into one write, which costs less than a
     /// write by each of them.
     fn sender_may_write(&self, pace: Duration) -> bool {
-        let idle = self.last_write.is_none_or(|at| at.elapsed() >= pace * 2);
-        self.writer_waiting && !self.wake_requested && !self.sender_writing && !self.slow && idle
+        // The clock last: every chat line pushed asks, and reading it is the dearest test.
+        let idle = || self.last_write.is_none_or(|at| at.elapsed() >= pace * 2);
+        self.writer_waiting && !self.wake_requested && !self.sender_writing && !self.slow && idle()
     }
 
     /// Moves every queued entry, after any rest of a sender's write, into `buf` for one
     /// write, which starts now. Returns the entries that write finishes.
     fn take_all(&mut self, buf: &mut Vec<u8>) -> u64 {
-        // One allocation for the batch, not one per doubling (the buffer is kept small
-        // between batches, see `WRITER_BUF_KEEP`).
+        // One allocation for the batch, not one per doubling (a sleeping writer keeps its
+        // buffer small, see `WRITER_BUF_KEEP`).
         buf.reserve(self.unsent.len() + self.bytes);
         buf.append(&mut self.unsent);
         let entries = std::mem::take(&mut self.unsent_entries) + self.entries.len() as u64;
@@ -604,6 +605,11 @@ impl Outbox {
                 // for all, which the notice flusher makes sure comes.
                 self.doorbell.hold();
             }
+            // About to sleep: an idle writer keeps a small buffer. A busy one finds lines
+            // queued after its pause, never gets here, and keeps the buffer it needs.
+            if buf.capacity() > WRITER_BUF_KEEP {
+                buf.shrink_to(WRITER_BUF_KEEP);
+            }
             // May ring for another writer's lines (a shared doorbell): after a ring for
             // all this writer takes its own lines early; after an urgent ring for a
             // neighbour it finds nothing due and sleeps again, leaving its notices queued.
@@ -681,12 +687,14 @@ fn writer_pause(batch: Batch, since_previous: Option<Duration>) -> Duration {
     if busy { pace.max(linger) } else { linger }
 }
 
-/// Capacity kept in the writer's buffer between batches: enough for a busy room's paced
-/// batch. A larger batch grows it for its one `write`, then the rest goes back to the
-/// allocator for the next writer. Kept at 16 KiB, every client held its largest batch of
-/// join notices after a sign-in storm (10,000 clients: 66 to 71 KiB resident per client,
-/// against 60 to 62 at 4 KiB); at 1 KiB, growing it again for many batches made the
-/// slow-consumer scenario's p99 760 to 2,058 ms, against 80 to 309 (docs/PERFORMANCE.md).
+/// Capacity a writer keeps in its buffer while it sleeps for lines. A larger batch grows
+/// it, and a busy writer keeps that for its next batches (shrinking it after every write
+/// cost the throughput scenario a `realloc` and fresh pages per write); once the writer
+/// sleeps, the rest goes back to the allocator for the next writer. Kept at 16 KiB, every
+/// client held its largest batch of join notices after a sign-in storm (10,000 clients: 66
+/// to 71 KiB resident per client, against 60 to 62 at 4 KiB); at 1 KiB, growing it again
+/// for many batches made the slow-consumer scenario's p99 760 to 2,058 ms, against 80 to
+/// 309 (docs/PERFORMANCE.md).
 const WRITER_BUF_KEEP: usize = 4 * 1024;
 
 /// The body of a client's writer thread: drain `outbox` into `socket` until the outbox is
@@ -709,9 +717,6 @@ pub fn run_writer<W: Write>(outbox: &Outbox, mut socket: W) -> std::io::Result<(
         }
         stats::record_bytes_out(buf.len());
         buf.clear();
-        if buf.capacity() > WRITER_BUF_KEEP {
-            buf.shrink_to(WRITER_BUF_KEEP);
-        }
     }
     outbox.hang_up();
     result
