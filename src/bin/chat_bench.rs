@@ -483,8 +483,9 @@ fn message(sender: usize, seq: u64, scheduled_us: u64) -> String {
 /// Parses `#m SENDER SEQ MICROS` anywhere in a received line (ptchat prefixes `name: `,
 /// ncat prefixes `<userN> `).
 fn parse_message(line: &[u8]) -> Option<(usize, u64, u64)> {
-    let at = line.windows(3).position(|w| w == b"#m ")?;
-    let mut fields = line[at + 3..].split(|&b| b == b' ');
+    // Names in the bench have no `#`: the first one starts the message.
+    let at = line.iter().position(|&b| b == b'#')?;
+    let mut fields = line[at..].strip_prefix(b"#m ")?.split(|&b| b == b' ');
     let sender = usize::try_from(parse_decimal(fields.next()?)?).ok()?;
     let seq = parse_decimal(fields.next()?)?;
     let scheduled = parse_decimal(fields.next()?)?;
