@@ -422,17 +422,7 @@ fn is_listening(port: u16) -> bool {
 impl Target {
     /// CPU seconds the server has used so far (user + system), from `/proc/PID/stat`.
     fn cpu_s(&self) -> f64 {
-        let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-        // Fields after the command name, which is in parentheses and may contain spaces.
-        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        // utime and stime are fields 14 and 15 of stat(5); `rest` starts at field 3.
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
-        match (ticks(11), ticks(12)) {
-            // Clock ticks; USER_HZ is 100 on every Linux architecture.
-            (Some(u), Some(s)) => (u + s) / 100.0,
-            _ => f64::NAN,
-        }
+        process_cpu_s(&self.pid().to_string())
     }
 
     fn pid(&self) -> u32 {
@@ -456,6 +446,21 @@ impl Target {
 
     fn open_fds(&self) -> usize {
         fs::read_dir(format!("/proc/{}/fd", self.pid())).map_or(0, |d| d.count())
+    }
+}
+
+/// CPU time used so far by process `pid` (a number, or `self`), in seconds.
+fn process_cpu_s(pid: &str) -> f64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat(5); `rest` starts at field 3.
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    match (ticks(11), ticks(12)) {
+        // Clock ticks; USER_HZ is 100 on every Linux architecture.
+        (Some(u), Some(s)) => (u + s) / 100.0,
+        _ => f64::NAN,
     }
 }
 
@@ -717,13 +722,25 @@ impl Pool {
 
     /// Waits until `expected` messages were received in total, or `deadline`.
     fn wait_delivered(&self, expected: u64, deadline: Instant) -> bool {
-        while self.shared.delivered.load(Ordering::Relaxed) < expected {
-            if Instant::now() > deadline {
-                return false;
+        self.wait_delivered_own_cpu(expected, deadline).0
+    }
+
+    /// Like [`Pool::wait_delivered`], and also returns this process's CPU time (seconds)
+    /// when the last message came, to the nearest wait: a server that loses messages
+    /// keeps the bench waiting until `deadline`, and the waiting is not load.
+    fn wait_delivered_own_cpu(&self, expected: u64, deadline: Instant) -> (bool, f64) {
+        let mut seen = 0;
+        let mut cpu = process_cpu_s("self");
+        loop {
+            let delivered = self.shared.delivered.load(Ordering::Relaxed);
+            if delivered != seen {
+                (seen, cpu) = (delivered, process_cpu_s("self"));
+            }
+            if delivered >= expected || Instant::now() > deadline {
+                return (delivered >= expected, cpu);
             }
             thread::sleep(Duration::from_millis(2));
         }
-        true
     }
 
     fn finish(self) -> Tally {
@@ -1014,6 +1031,7 @@ fn throughput(target: &Target, sizes: &Sizes) -> Result<Figures, String> {
     let expected = (senders * count * (n - 1)) as u64;
     let deadline = Instant::now() + Duration::from_secs(60);
     let cpu_before = target.cpu_s();
+    let own_cpu_before = process_cpu_s("self");
     let start = now_us();
     let writers: Vec<_> = (0..senders)
         .filter_map(|s| pool.stream(s))
@@ -1037,7 +1055,7 @@ fn throughput(target: &Target, sizes: &Sizes) -> Result<Figures, String> {
             send_error = Some(e.to_string());
         }
     }
-    let in_time = pool.wait_delivered(expected, deadline);
+    let (in_time, own_cpu) = pool.wait_delivered_own_cpu(expected, deadline);
     // A moment more, so duplicates beyond the expected count would be seen.
     thread::sleep(Duration::from_millis(100));
     let tally = pool.finish();
@@ -1046,6 +1064,8 @@ fn throughput(target: &Target, sizes: &Sizes) -> Result<Figures, String> {
     f.num("deliveries_per_s", tally.delivered as f64 / secs.max(1e-6));
     f.num("seconds", secs);
     f.num("server_cpu_s", target.cpu_s() - cpu_before);
+    // As much as `seconds`: the load generator's core, not the server, set the pace.
+    f.num("load_gen_cpu_s", own_cpu - own_cpu_before);
     delivery_figures(&mut f, &tally, expected, in_time);
     if let Some(e) = send_error {
         f.text("send_error", e);
