@@ -19,8 +19,8 @@ use crate::protocol::clean_line;
 const READ_CHUNK: usize = 1024;
 
 /// Size of one `read` call once a read has filled the small buffer: the client sends
-/// faster than it is read (a paste, a flood). One read then brings up to a hundred chat
-/// lines, and they go out as one burst (`session.rs`), instead of fourteen.
+/// faster than it is read (a paste, a flood). One read then brings up to a hundred short
+/// chat lines instead of fourteen, and they go out in bursts of 2 KiB (`session.rs`).
 const BUSY_READ_CHUNK: usize = 8 * 1024;
 
 /// One unit of client input.
