@@ -214,18 +214,9 @@ impl PublicBurst {
         self.lines += 1;
     }
 
-    /// How many lines wait.
-    pub fn len(&self) -> usize {
-        self.lines
-    }
-
-    /// How many bytes they take, as sent.
+    /// How many bytes the waiting lines take, as sent.
     pub fn bytes(&self) -> usize {
         self.text.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.lines == 0
     }
 
     /// Empties the burst into one shared string for [`Registry::public`]; `None` if it was
@@ -650,9 +641,13 @@ mod tests {
         assert!(burst.take().is_none(), "nothing gathered, nothing to send");
         burst.add("alice", "one");
         burst.add("alice", "two");
-        assert_eq!((burst.len(), burst.bytes()), (2, 22), "two lines as sent");
+        assert_eq!(burst.bytes(), 22, "two lines as sent");
         let lines = burst.take().expect("two lines");
-        assert!(burst.is_empty(), "taking empties the burst");
+        assert_eq!(
+            (lines.lines, burst.bytes()),
+            (2, 0),
+            "taking empties the burst"
+        );
         assert_eq!(&*lines.text, "alice: one\nalice: two\n");
         burst.add("alice", "three");
         let next = burst.take().expect("one line");
