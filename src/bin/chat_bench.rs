@@ -490,23 +490,29 @@ fn message(sender: usize, seq: u64, scheduled_us: u64) -> String {
 fn parse_message(line: &[u8]) -> Option<(usize, u64, u64)> {
     // Names in the bench have no `#`: the first one starts the message.
     let at = line.iter().position(|&b| b == b'#')?;
-    let mut fields = line[at..].strip_prefix(b"#m ")?.split(|&b| b == b' ');
-    let sender = usize::try_from(parse_decimal(fields.next()?)?).ok()?;
-    let seq = parse_decimal(fields.next()?)?;
-    let scheduled = parse_decimal(fields.next()?)?;
+    let mut rest = line[at..].strip_prefix(b"#m ")?;
+    let sender = usize::try_from(take_decimal(&mut rest)?).ok()?;
+    let seq = take_decimal(&mut rest)?;
+    let scheduled = take_decimal(&mut rest)?;
     Some((sender, seq, scheduled))
 }
 
-/// A run of ASCII digits as a number (`None` if empty, not digits, or too large), without
-/// the UTF-8 check and searches of `str::parse`.
-fn parse_decimal(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() {
+/// The run of ASCII digits that starts `rest`, up to a space or the end, as a number (`None`
+/// if empty, not digits, or too large); `rest` is left after the space. One pass, without
+/// the UTF-8 check and searches of `str::parse`: the bench parses every line it receives.
+fn take_decimal(rest: &mut &[u8]) -> Option<u64> {
+    let mut n: u64 = 0;
+    let mut len = 0;
+    for &b in rest.iter().take_while(|&&b| b != b' ') {
+        let digit = b.checked_sub(b'0').filter(|d| *d <= 9)?;
+        n = n.checked_mul(10)?.checked_add(u64::from(digit))?;
+        len += 1;
+    }
+    if len == 0 {
         return None;
     }
-    digits.iter().try_fold(0u64, |n, &d| {
-        let digit = d.checked_sub(b'0').filter(|d| *d <= 9)?;
-        n.checked_mul(10)?.checked_add(u64::from(digit))
-    })
+    *rest = rest.get(len + 1..).unwrap_or_default();
+    Some(n)
 }
 
 /// Where the first `\n` in `bytes` is, eight bytes at a time: a word with no newline byte
@@ -1707,6 +1713,13 @@ mod tests {
         assert_eq!(parse_message(ncat.as_bytes()), Some((7, 42, 123_456)));
         assert_eq!(parse_message(b"* b1 joined."), None);
         assert_eq!(parse_message(b"b1: #m 1 2x 3 xx"), None);
+        assert_eq!(parse_message(b"b1: #m 1  3 xx"), None, "an empty field");
+        assert_eq!(parse_message(b"b1: #m 1 2"), None, "a field missing");
+        assert_eq!(
+            parse_message(b"b1: #m 1 2 3"),
+            Some((1, 2, 3)),
+            "no padding"
+        );
         assert_eq!(parse_message(b"b1: #m 1 99999999999999999999 3 x"), None);
     }
 
