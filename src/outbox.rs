@@ -495,7 +495,7 @@ impl Outbox {
         queue
     }
 
-    /// For the writer: `lines` more lines reached the transport.
+    /// For the writer: `entries` more queue entries reached the transport.
     fn record_written(&self, entries: u64) {
         let mut queue = self.lock();
         queue.written += entries;
