@@ -140,6 +140,23 @@ impl Doorbell {
         }
         rung.all_count != seen.all
     }
+
+    /// Like [`Doorbell::wait_past`], but gives up at `deadline`. A paused writer sleeps
+    /// here, so that a queue filling up can cut its pause short (`Outbox::pause`).
+    pub fn wait_past_until(&self, seen: Seen, deadline: Instant) {
+        let mut rung = self.lock();
+        while rung.count == seen.rings {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            rung = self
+                .changed
+                .wait_timeout(rung, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
 }
 
 /// A fixed set of doorbells, handed out in turn to new writers.
@@ -238,6 +255,26 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20)); // let it fall asleep (not required)
         bell.ring(Ring::All);
         assert!(sleeper.join().expect("woken writer"), "it rang for all");
+    }
+
+    #[test]
+    fn a_timed_wait_ends_at_a_ring_or_at_its_deadline() {
+        let bell = Arc::new(Doorbell::new());
+        let started = Instant::now();
+        bell.wait_past_until(bell.rings(), started + Duration::from_millis(5));
+        assert!(
+            started.elapsed() >= Duration::from_millis(5),
+            "returned before the deadline"
+        );
+
+        let seen = bell.rings();
+        let ringer = Arc::clone(&bell);
+        let ring = std::thread::spawn(move || ringer.ring(Ring::Urgent));
+        let started = Instant::now();
+        bell.wait_past_until(seen, started + Duration::from_secs(3600));
+        assert!(started.elapsed() < Duration::from_secs(3600));
+        assert_ne!(bell.rings(), seen, "woke without a ring");
+        ring.join().expect("ringer");
     }
 
     #[test]

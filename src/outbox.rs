@@ -107,6 +107,12 @@ struct Queue {
     /// sends it before anything else.
     unsent: Vec<u8>,
     unsent_entries: u64,
+    /// The writer is in its pause after a write (see `writer_pause`), gathering lines for
+    /// its next one. A push that fills the queue to [`Queue::batch_is_full`] cuts the pause
+    /// short (`pause_cut`): by then a bigger batch saves nothing, and waiting longer would
+    /// only hold up senders (a queue over half full makes them wait, see `short_of_cpu`).
+    pausing: bool,
+    pause_cut: bool,
 }
 
 /// A line was queued by [`Outbox::push_deferred`]; what the caller must do about it once it
@@ -186,6 +192,12 @@ impl Queue {
         self.bytes > limit_bytes / 2 && !self.writer_stuck() && !holding_notices
     }
 
+    /// Whether the queue holds enough for a write worth a wake-up: a quarter of the budget,
+    /// well before senders have to wait for room (over half).
+    fn batch_is_full(&self, limit_bytes: usize) -> bool {
+        self.bytes >= limit_bytes / 4
+    }
+
     fn append(&mut self, line: Arc<str>) {
         self.bytes += line.len();
         self.pushed += 1;
@@ -248,6 +260,8 @@ impl Outbox {
                 last_write: None,
                 unsent: Vec::new(),
                 unsent_entries: 0,
+                pausing: false,
+                pause_cut: false,
             }),
             changed: Condvar::new(),
             doorbell,
@@ -349,6 +363,10 @@ impl Outbox {
     /// so, the wake-up is recorded. Only a sleeping writer needs one, and only one: a ring
     /// already on its way covers this line too (the writer then takes its whole queue).
     fn wake_due(&self, queue: &mut Queue, urgency: Urgency) -> Option<Ring> {
+        if queue.pausing && !queue.pause_cut && queue.batch_is_full(self.limit_bytes) {
+            queue.pause_cut = true;
+            return Some(Ring::Urgent);
+        }
         if !queue.writer_waiting || queue.wake_requested {
             return None;
         }
@@ -574,6 +592,29 @@ impl Outbox {
         ring
     }
 
+    /// For the writer: pauses for up to `pause` after a write, so that the lines arriving
+    /// meanwhile go out in one batch, but no longer than until the queue holds a full
+    /// batch (see `Queue::pausing`) or is closed. Sleeps on the doorbell, which the push
+    /// that fills the batch rings.
+    fn pause(&self, pause: Duration) {
+        let deadline = Instant::now() + pause;
+        loop {
+            let seen = self.doorbell.rings();
+            {
+                let mut queue = self.lock();
+                let over = queue.pause_cut || queue.state != State::Open;
+                if over || Instant::now() >= deadline {
+                    queue.pausing = false;
+                    queue.pause_cut = false;
+                    return;
+                }
+                queue.pausing = true;
+            }
+            // A shared doorbell also rings for the neighbours' lines: look again.
+            self.doorbell.wait_past_until(seen, deadline);
+        }
+    }
+
     /// True once the outbox was aborted (overflow or hang-up).
     pub fn is_aborted(&self) -> bool {
         self.lock().state == State::Aborted
@@ -713,7 +754,7 @@ pub fn run_writer<W: Write>(outbox: &Outbox, mut socket: W) -> std::io::Result<(
         let pause = writer_pause(batch, previous_write.map(|t| now.duration_since(t)));
         previous_write = Some(now);
         if !pause.is_zero() {
-            std::thread::sleep(pause);
+            outbox.pause(pause);
         }
         stats::record_bytes_out(buf.len());
         buf.clear();
@@ -774,6 +815,56 @@ mod tests {
         let over = outbox.push_all_deferred(burst(), Urgency::Now);
         assert_eq!(over, Err(PushError::Full));
         assert!(outbox.is_aborted());
+    }
+
+    #[test]
+    fn a_push_that_fills_a_batch_cuts_the_writers_pause_short() {
+        let (outbox, _) = counting_outbox(400);
+        let (done, paused) = std::sync::mpsc::channel();
+        let writer = Arc::clone(&outbox);
+        std::thread::spawn(move || {
+            writer.pause(Duration::from_secs(3600));
+            let _ = done.send(());
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !outbox.lock().pausing {
+            assert!(Instant::now() < deadline, "the writer never paused");
+            std::thread::yield_now();
+        }
+        let small = outbox.push_deferred(line(&"a".repeat(60)), Urgency::Now);
+        assert_eq!(
+            small.map(|p| p.wake),
+            Ok(None),
+            "60 of 400 bytes: keep gathering"
+        );
+        let full = outbox.push_deferred(line(&"b".repeat(40)), Urgency::Now);
+        assert_eq!(
+            full.map(|p| p.wake),
+            Ok(Some(Ring::Urgent)),
+            "100 of 400: cut it"
+        );
+        let again = outbox.push_deferred(line("c"), Urgency::Now);
+        assert_eq!(again.map(|p| p.wake), Ok(None), "one cut is enough");
+        outbox.wake();
+        let ended = paused.recv_timeout(Duration::from_secs(10));
+        assert!(ended.is_ok(), "the pause went on after the ring");
+        let queue = outbox.lock();
+        assert!(
+            !queue.pausing && !queue.pause_cut,
+            "the pause left its flags set"
+        );
+    }
+
+    #[test]
+    fn a_pause_ends_at_its_deadline_without_a_ring() {
+        let (outbox, _) = counting_outbox(400);
+        let started = Instant::now();
+        outbox.pause(Duration::from_millis(5));
+        assert!(
+            started.elapsed() >= Duration::from_millis(5),
+            "the pause was skipped"
+        );
+        assert!(!outbox.lock().pausing);
     }
 
     #[test]
