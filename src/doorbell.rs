@@ -271,8 +271,8 @@ mod tests {
         let ringer = Arc::clone(&bell);
         let ring = std::thread::spawn(move || ringer.ring(Ring::Urgent));
         let started = Instant::now();
+        // Returns at the ring (or this test hangs), not at the deadline an hour away.
         bell.wait_past_until(seen, started + Duration::from_secs(3600));
-        assert!(started.elapsed() < Duration::from_secs(3600));
         assert_ne!(bell.rings(), seen, "woke without a ring");
         ring.join().expect("ringer");
     }

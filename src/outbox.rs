@@ -21,11 +21,12 @@
 //! the caller rings the writer's doorbell after unlocking (`doorbell.rs`: in a large
 //! server writers share doorbells, so a broadcast rings each doorbell once). In a large
 //! room, notices ([`Urgency::Within`]) and busy writers (`set_writer_pace`) trade a few
-//! milliseconds of delay for far fewer wake-ups. Where a writer would not batch anyway (it
-//! is idle), the sender skips the wake-up and writes: a broadcast to 10,000 quiet users is
-//! then 10,000 writes by one thread instead of 10,000 context switches as well. A sender's
-//! write waits at most `limits::SENDER_PATIENCE` for a full socket, and a client that made
-//! it wait once is written to by its writer only from then on.
+//! milliseconds of delay for far fewer wake-ups (a writer's pause ends early once its queue
+//! holds a batch worth a write). Where a writer would not batch anyway (it is idle), the
+//! sender skips the wake-up and writes: a broadcast to 10,000 quiet users is then 10,000
+//! writes by one thread instead of 10,000 context switches as well. A sender's write waits
+//! at most `limits::SENDER_PATIENCE` for a full socket, and a client that made it wait once
+//! is written to by its writer only from then on.
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Write};
