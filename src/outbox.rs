@@ -446,7 +446,8 @@ impl Outbox {
             queue.entries.clear();
             queue.unsent.clear();
             queue.bytes = 0;
-            queue.writer_waiting
+            // Asleep for lines or in its pause: either way it leaves once rung.
+            queue.writer_waiting || queue.pausing
         };
         self.changed.notify_all();
         // Not when the writer itself hangs up: others may share its doorbell.
@@ -854,6 +855,29 @@ mod tests {
             !queue.pausing && !queue.pause_cut,
             "the pause left its flags set"
         );
+    }
+
+    #[test]
+    fn a_hang_up_ends_the_writers_pause() {
+        let (outbox, hangups) = counting_outbox(400);
+        let (done, paused) = std::sync::mpsc::channel();
+        let writer = Arc::clone(&outbox);
+        std::thread::spawn(move || {
+            writer.pause(Duration::from_secs(3600));
+            let _ = done.send(());
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !outbox.lock().pausing {
+            assert!(Instant::now() < deadline, "the writer never paused");
+            std::thread::yield_now();
+        }
+        outbox.hang_up();
+        let ended = paused.recv_timeout(Duration::from_secs(10));
+        assert!(
+            ended.is_ok(),
+            "the writer paused on after its client was cut"
+        );
+        assert_eq!(hangups.load(Ordering::SeqCst), 1);
     }
 
     #[test]
