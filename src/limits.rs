@@ -29,48 +29,35 @@ pub const DEFAULT_SENDQ_BYTES: usize = 64 * 1024;
 /// user's own queue before the user is treated as stalled.
 pub const ASKED_REPLY_WAIT: Duration = Duration::from_secs(10);
 
-/// How often the notice flusher pushes the notices a large room kept back (see
-/// `Registry::flush_notices`) and wakes writers that sleep on join or leave notices.
-pub const NOTICE_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
-
-/// How long a join or leave notice may wait for its writer, per user online (see
-/// `registry::notice_delay`). A join goes to every user, so a storm of N sign-ins costs
-/// N x N deliveries; letting notices gather for longer in a larger room keeps the wake-ups
-/// per second (each a syscall, and on Linux a walk of a futex hash bucket shared by all
-/// sleeping writers) about constant: 10 users: 1 ms, 1,000 users: 100 ms.
-pub const NOTICE_DELAY_PER_USER: Duration = Duration::from_micros(100);
-
-/// How long each writer pauses after a write, per user online (see `outbox::set_writer_pace`),
-/// so that in a large room a writer batches the chat lines that arrive meanwhile: 100 users:
-/// 6 ms, 1,000 users and more: 60 ms. Chat is delayed by at most that much. All writers
-/// together then make at most about 16,700 writes a second, whatever the room's size. At
-/// 20 µs per user, 1,000 users receiving 200 lines/s kept one core 95% busy with writes and
-/// timer wake-ups, and any hiccup left the server behind (p99 from 54 ms to 2 s); at 40 µs
-/// it was 55 to 67% busy on a good day, but 90 to 100% on a slower one (p99 70 ms to 2 s);
-/// at 60 µs, 62 to 68% on that slower day and p99 steady at 63 ms (docs/PERFORMANCE.md,
-/// change 21).
-pub const WRITER_PACE_PER_USER: Duration = Duration::from_micros(60);
-
-/// The longest pause of a writer after a write, however large the room.
-pub const MAX_WRITER_PACE: Duration = Duration::from_millis(60);
-
-/// How many doorbells the writers share (see `doorbell.rs`). With up to this many clients
-/// each writer has its own; beyond, a broadcast costs at most this many wake-up syscalls
-/// instead of one per user, and a private line wakes about clients / 64 writers. Each wake
-/// syscall walks a futex hash bucket holding a sixteenth of all sleeping writers, so a
-/// broadcast's walks grow with this number: with 256, ringing a broadcast to 6,000 users
-/// took a fifth of the server's time for it; 32 cut that broadcast's CPU by 15% but woke
-/// eight times as many writers for each sign-in's own lines (docs/PERFORMANCE.md).
-pub const WRITER_DOORBELLS: usize = 64;
-
-/// The longest a join or leave notice waits, however large the room.
-pub const MAX_NOTICE_DELAY: Duration = Duration::from_secs(1);
-
-/// How long a sender waits for a client's kernel to take a line the sender writes itself
-/// (see `outbox::Outbox::write_through`). Only a client whose socket buffers are full makes
-/// it wait, and then only once: from then on its own writer thread writes to it. The
-/// kernel rounds it up to its clock tick (1 to 4 ms).
+/// How long a write to someone else's client may wait for room in that client's socket,
+/// that is, as little as the kernel allows: it rounds up to one clock tick (4 ms with
+/// `CONFIG_HZ=250`, and up to 8 ms were measured here). Only a client whose socket
+/// buffers are full makes a sender wait, and then only once: from then on its own writer
+/// thread writes to it (see `outbox.rs`).
 pub const SENDER_PATIENCE: Duration = Duration::from_millis(1);
+
+/// How long a client's writer thread stays after its backlog is written, waiting for
+/// more, before it ends and senders write to that client again. A client that fell behind
+/// once is likely to again soon; starting a thread costs more than waking one.
+pub const WRITER_LINGER: Duration = Duration::from_secs(10);
+
+/// Join and leave notices go to everyone while fewer users than this are online. Each
+/// notice costs one write per user online, so a storm of N sign-ins costs N x N writes;
+/// in a larger room the notices would be most of the traffic, and they stop (`~:lu:` still
+/// tells who is online). Twitch's chat does the same from 1,000 users.
+pub const MAX_ROOM_FOR_NOTICES: usize = 1_000;
+
+/// Public lines from one client that arrived in one read are delivered together, as one
+/// queue entry per receiver (see `session.rs`, `Presence::burst`), until the burst holds
+/// this many bytes: one write per receiver for a paste instead of one per line. Small
+/// next to the SendQ, so a burst never overflows the queue of a client that reads.
+pub const MAX_BURST_BYTES: usize = 2 * 1024;
+
+/// Stack size of each client thread, in bytes. A client costs one thread (two while it has
+/// a backlog); with 10,000 clients the default 2 MiB stack would reserve 20 GiB of address
+/// space. The code on these threads is shallow (no recursion, buffers on the heap), and
+/// only touched pages become resident, so 64 KiB is ample.
+pub const CLIENT_THREAD_STACK: usize = 64 * 1024;
 
 /// How long one socket write may block before the peer is declared dead. Without it a
 /// half-open connection could pin its writer thread forever.
@@ -91,31 +78,8 @@ pub const DEFAULT_RATE_BURST: u32 = 20;
 /// ...then this many lines per second. 0 turns rate limiting off.
 pub const DEFAULT_RATE_PER_SEC: u32 = 5;
 
-/// Lines dropped for flooding, in a row without a pause, before the client is disconnected.
-pub const MAX_FLOOD_STRIKES: u32 = 50;
-
-/// Public lines from one client are delivered together as one burst, one queue entry per
-/// receiver (see `session.rs`, `Presence::burst`), until the burst holds this many bytes.
-/// Bounds that entry well under the SendQ: a burst is at most this plus one line, so ten
-/// senders flooding at once add at most 31 KiB to a queue that was under half full, below
-/// the 64 KiB at which it overflows (`outbox::Outbox::wait_uncrowded`). At 8 KiB, the most
-/// a busy client's read brings (`line_reader.rs`), they overflowed it.
-pub const MAX_BURST_BYTES: usize = 2 * 1024;
-
-/// The longest a sender waits after a delivery for the writers that fell behind only for
-/// want of the CPU (`outbox::Outbox::wait_uncrowded`). Without the wait, ten senders
-/// writing as fast as TCP allows left 99 writers unscheduled long enough to overflow a
-/// 64 KiB queue of a client that read fine (docs/PERFORMANCE.md).
-pub const CROWDED_PATIENCE: Duration = Duration::from_millis(100);
-
 /// Messages kept for one offline user. When full, the sender is told; nothing is dropped.
 pub const MAILBOX_CAP: usize = 100;
-
-/// Stack size of each per-client thread, in bytes. Every client costs two threads (reader and
-/// writer); with 10,000 clients that is 20,000 stacks. The default 2 MiB stack would reserve
-/// 40 GiB of address space; the code on these threads is shallow (no recursion, buffers on
-/// the heap), and only touched pages become resident, so 64 KiB is ample.
-pub const CLIENT_THREAD_STACK: usize = 64 * 1024;
 
 /// Pause after `accept` fails for lack of resources (file descriptors, memory), so an
 /// exhausted server sheds load instead of spinning at 100% CPU.

@@ -1,400 +1,237 @@
-//! The outbound queue of one client (an IRC server's "SendQ"), and the writer that drains it.
+//! The outbound queue of one client (an IRC server's "SendQ"), and who writes it.
 //!
-//! This module owns the only path from the server to a client's socket. Anyone may *push* a
-//! line, which never blocks and never touches the socket. The client's own writer thread
-//! writes, and, when that writer is asleep and idle, the sender who pushed a chat line may
-//! write it itself once it holds no lock ([`Outbox::write_through`]); the queue says who
-//! holds the socket, so the two never write at once. It must not know about users, the
-//! registry or the protocol: it moves `Arc<str>` entries of whole lines (one line, or a
-//! burst of public lines pushed together), counted in bytes against a fixed budget.
+//! This module owns the only path from the server to a client's transport, and one rule:
+//! **whoever queues a line for a client that nobody is writing to becomes its writer.**
+//! A sender pushes under the registry lock (memory work only) and, once it has released
+//! the lock, writes that client's queue itself with a write that never waits for the
+//! client. Whatever the client's kernel does not take at once stays queued, and the
+//! client's own writer thread, started for that backlog, writes it with writes that may
+//! wait. Lines queued while someone is writing simply join the queue, and that writer
+//! takes them before it lets go. A queue past its byte budget means the client stopped
+//! reading: it is cut, never waited for.
 //!
-//! Why a queue at all: a broadcast happens under the registry lock, and a socket write can
-//! block for as long as the peer likes. Pushing to a bounded queue is a few nanoseconds, so
-//! the lock is held only for memory work, and one stalled client can never delay the others.
-//! When a queue overflows, its client has stopped reading; it is disconnected, not waited for.
-//! The one wait is the other way round: a queue over half full whose writer merely has not
-//! had the CPU yet makes the *sender* wait after its delivery ([`Outbox::wait_uncrowded`],
-//! with no lock held), so a fast sender cannot overflow the queue of a client that reads.
+//! So in a quiet room the sender's thread does all the writing (no wake-up, no second
+//! thread), a slow client costs a second thread only while it is behind, and a stalled one
+//! can delay nobody: its lines pile up in its own queue until it is cut.
 //!
-//! Waking a sleeping writer is the expensive part (a syscall, and a context switch), so
-//! pushes under the registry lock only *report* that a wake-up is due (`push_deferred`);
-//! the caller rings the writer's doorbell after unlocking (`doorbell.rs`: in a large
-//! server writers share doorbells, so a broadcast rings each doorbell once). In a large
-//! room, notices ([`Urgency::Within`]) and busy writers (`set_writer_pace`) trade a few
-//! milliseconds of delay for far fewer wake-ups (a writer's pause ends early once its queue
-//! holds a batch worth a write). Where a writer would not batch anyway (it is idle), the
-//! sender skips the wake-up and writes: a broadcast to 10,000 quiet users is then 10,000
-//! writes by one thread instead of 10,000 context switches as well. A sender's write waits
-//! at most `limits::SENDER_PATIENCE` for a full socket, and a client that made it wait once
-//! is written to by its writer only from then on.
+//! It must not know users, the registry or the protocol: it moves whole lines (`Arc<str>`,
+//! shared by every receiver of a broadcast) and asks the [`Transport`] to encode and write
+//! them. Its locks are per client and never held across a syscall.
 
 use std::collections::VecDeque;
-use std::io::{ErrorKind, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::io::ErrorKind;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::doorbell::{Doorbell, Ring};
+use crate::limits::WRITER_LINGER;
+use crate::log;
 use crate::stats;
+use crate::threads::CLIENT_THREADS;
+use crate::transport::Transport;
 
-/// How the transport cuts a connection (for TCP: `shutdown(Both)`). Calling it wakes the
-/// client's blocked reader and writer, so both threads leave promptly.
-pub type Hangup = Box<dyn Fn() + Send + Sync>;
+/// What may be queued for a client.
+#[derive(Debug, Clone)]
+pub enum Entry {
+    /// One or more whole lines, each ending in `\n`, encoded by the transport on the way out.
+    Lines(Arc<str>),
+    /// Bytes already in the transport's wire format (a WebSocket pong, say), which must
+    /// not be written in the middle of a line's frame.
+    Wire(Arc<[u8]>),
+}
 
-/// How a *sender* writes to the client's socket itself (see [`Outbox::write_through`]):
-/// one write that waits at most [`SENDER_PATIENCE`] for the client's kernel to take
-/// `bytes`, returning how many it took (for TCP: the socket's write timeout is lowered
-/// around one `write`). A timeout may come back as an error of kind `WouldBlock` or
-/// `TimedOut`: nothing was taken.
-///
-/// [`SENDER_PATIENCE`]: crate::limits::SENDER_PATIENCE
-pub type SenderWrite = Box<dyn Fn(&[u8]) -> std::io::Result<usize> + Send + Sync>;
+impl Entry {
+    fn len(&self) -> usize {
+        match self {
+            Entry::Lines(text) => text.len(),
+            Entry::Wire(bytes) => bytes.len(),
+        }
+    }
+}
 
 /// Why a push was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushError {
     /// The queue is over its byte budget: the client stopped reading. The outbox is now
-    /// aborted; whoever pushed must call [`Outbox::hang_up`] once it holds no lock.
+    /// closed; whoever pushed must call [`Outbox::hang_up`] once it holds no lock.
     Full,
     /// The connection is closing or closed; the line is dropped.
     Closed,
 }
 
+/// What a push leaves for the pusher to do once it holds no lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Pushed {
+    /// Someone is writing this queue already and takes the line along.
+    Queued,
+    /// Nobody was writing: the pusher is now this client's writer and must call
+    /// [`Outbox::write_queue`].
+    Claimed,
+    /// The client's writer thread is asleep waiting for lines: call [`Outbox::wake`].
+    Wake,
+}
+
+/// Who has the right to write to the transport. Exactly one party at a time, so lines are
+/// never interleaved and never reordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Writer {
+    Nobody,
+    /// A thread that pushed a line (a sender, or the client's own session) writes once it
+    /// holds no lock.
+    Sender,
+    /// The client's writer thread, writing a backlog.
+    Thread,
+    /// The writer thread, its backlog written, waiting up to [`WRITER_LINGER`] for more.
+    ThreadAsleep,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    /// Lines are accepted and written.
     Open,
-    /// No more lines; the writer sends what is queued, then hangs up (a polite goodbye).
+    /// No more lines; what is queued is written, then the connection is closed.
     Closing,
-    /// Hang up now; whatever is queued is dropped.
-    Aborted,
+    /// Closed: nothing more is written.
+    Closed,
 }
 
 struct Queue {
-    /// Entries waiting for the socket, each one or more whole lines ending in `\n`.
-    entries: VecDeque<Arc<str>>,
+    entries: VecDeque<Entry>,
+    /// Encoded bytes that a write left unwritten: they go before every entry.
+    rest: Vec<u8>,
+    /// Entries that `rest` completes once written.
+    rest_entries: u64,
+    /// Bytes waiting (entries and rest), counted against the budget.
     bytes: usize,
     state: State,
-    /// Entries ever queued, and entries ever written to the socket: together they tell a
-    /// session when something it queued has really left (see [`Outbox::wait_written`]).
+    writer: Writer,
+    /// Entries ever queued, and entries ever written: together they tell a session when
+    /// something it queued has really left (see [`Outbox::wait_written`]).
     pushed: u64,
     written: u64,
-    /// The writer sleeps on its doorbell waiting for lines. Only then does a push wake it:
-    /// a wake-up is a syscall, and one per line per receiver was the server's largest cost.
-    writer_waiting: bool,
-    /// A wake-up was decided for the sleeping writer: its doorbell has rung or is about
-    /// to, and that ring covers every line queued until the writer takes them.
-    wake_requested: bool,
-    /// Some queued line may not wait (chat, a reply): the writer takes the queue as soon as
-    /// it can. Without one, a writer that just wrote does not come back for notices but
-    /// sleeps, and they wait for the next ring of its doorbell (see [`Urgency::Within`]);
-    /// otherwise, in a sign-in storm, a stream of joins would keep every writer writing.
-    urgent: bool,
-    /// When the writer's current write began, while one is in progress.
-    writing_since: Option<Instant>,
-    /// Threads other than the writer sleeping on `changed` (in `push_wait` or
-    /// `wait_written`).
+    /// Threads in [`Outbox::push_wait`] or [`Outbox::wait_written`], so a write signals
+    /// them only when someone waits (a signal is a syscall).
     waiters: usize,
-    /// A sender is writing this queue's lines to the socket itself (see
-    /// [`Outbox::write_through`]); the writer leaves the socket alone until it is done.
-    sender_writing: bool,
-    /// A sender's write once ran out of patience: the client's kernel buffers were full.
-    /// From then on only the writer writes to this client, so one client costs senders at
-    /// most one [`SENDER_PATIENCE`](crate::limits::SENDER_PATIENCE) in its lifetime.
-    slow: bool,
-    /// When the last write to the socket ended, by the writer or a sender.
-    last_write: Option<Instant>,
-    /// What a sender's write left unwritten, and how many queue entries it finishes: the writer
-    /// sends it before anything else.
-    unsent: Vec<u8>,
-    unsent_entries: u64,
-    /// The writer is in its pause after a write (see `writer_pause`), gathering lines for
-    /// its next one. A push that fills the queue to [`Queue::batch_is_full`] cuts the pause
-    /// short (`pause_cut`): by then a bigger batch saves nothing, and waiting longer would
-    /// only hold up senders (a queue over half full makes them wait, see `short_of_cpu`).
-    pausing: bool,
-    pause_cut: bool,
-}
-
-/// A line was queued by [`Outbox::push_deferred`]; what the caller must do about it once it
-/// holds no lock.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Pushed {
-    /// The writer sleeps: ring [`Outbox::doorbell`] this way (for a chat line
-    /// [`Ring::Urgent`], for a notice [`Ring::All`]).
-    pub wake: Option<Ring>,
-    /// The queue is over half full and its writer has fallen behind only for want of the
-    /// CPU (see `Queue::short_of_cpu`). The sender should wait for it before sending more
-    /// ([`Outbox::wait_uncrowded`]), or a burst from a fast sender overflows queues whose
-    /// clients read fine but whose writers were not scheduled. (A writer stuck in a write
-    /// has a client that stopped reading; waiting for it would only slow everyone down
-    /// until that client is cut.)
-    pub crowded: bool,
-    /// The writer sleeps and has been idle for a while: rather than waking it, the caller
-    /// writes the queue itself ([`Outbox::write_through`]) once it holds no lock.
-    pub write_through: bool,
 }
 
 impl Queue {
-    /// Whether the writer should take the queued lines now: after its doorbell rang for
-    /// all ([`Ring::All`]), anything queued; otherwise (after a write, or woken by an
-    /// urgent ring for a neighbour) only if some line may not wait, or to send the last
-    /// lines before closing.
-    fn ready_for_writer(&self, rang: bool) -> bool {
-        let now = rang || self.urgent || self.state == State::Closing;
-        now && !self.is_empty()
-    }
-
-    /// Nothing left to write: no lines, and no rest of a sender's write.
     fn is_empty(&self) -> bool {
-        self.entries.is_empty() && self.unsent.is_empty()
+        self.entries.is_empty() && self.rest.is_empty()
     }
 
-    /// Whether a sender with a chat line for this queue should write it to the socket
-    /// itself. Only to a writer asleep with no ring on its way, and idle: its last write
-    /// ended at least two paces ago, so it would not pause to batch (see `writer_pause`).
-    /// That saves the wake-up and the context switch that cost as much as the write. A
-    /// busy writer batches lines from many senders into one write, which costs less than a
-    /// write by each of them.
-    fn sender_may_write(&self, pace: Duration) -> bool {
-        // The clock last: every chat line pushed asks, and reading it is the dearest test.
-        let idle = || self.last_write.is_none_or(|at| at.elapsed() >= pace * 2);
-        self.writer_waiting && !self.wake_requested && !self.sender_writing && !self.slow && idle()
+    fn append(&mut self, entry: Entry) {
+        self.bytes += entry.len();
+        self.pushed += 1;
+        self.entries.push_back(entry);
     }
 
-    /// Moves every queued entry, after any rest of a sender's write, into `buf` for one
-    /// write, which starts now. Returns the entries that write finishes.
-    fn take_all(&mut self, buf: &mut Vec<u8>) -> u64 {
-        // One allocation for the batch, not one per doubling (a sleeping writer keeps its
-        // buffer small, see `WRITER_BUF_KEEP`).
-        buf.reserve(self.unsent.len() + self.bytes);
-        buf.append(&mut self.unsent);
-        let entries = std::mem::take(&mut self.unsent_entries) + self.entries.len() as u64;
+    /// Encodes everything queued into `buf` for one write. Returns the entries it holds.
+    fn take(&mut self, transport: &dyn Transport, buf: &mut Vec<u8>) -> u64 {
+        buf.append(&mut self.rest);
+        let mut entries = std::mem::take(&mut self.rest_entries);
         for entry in self.entries.drain(..) {
-            buf.extend_from_slice(entry.as_bytes());
+            match entry {
+                Entry::Lines(text) => transport.encode(&text, buf),
+                Entry::Wire(bytes) => buf.extend_from_slice(&bytes),
+            }
+            entries += 1;
         }
         self.bytes = 0;
-        self.writing_since = Some(Instant::now());
         entries
     }
 
-    /// True when the current write has taken long enough that the client, not the CPU,
-    /// is what holds it up.
-    fn writer_stuck(&self) -> bool {
-        self.writing_since
-            .is_some_and(|since| since.elapsed() > WRITER_STUCK_AFTER)
-    }
-
-    /// Over half of `limit_bytes` while the writer is neither stuck in a write (its client
-    /// is slow) nor asleep holding notices on purpose (they go with its doorbell's next
-    /// ring for all): the writer is behind only because it has not had the CPU.
-    fn short_of_cpu(&self, limit_bytes: usize) -> bool {
-        let holding_notices = self.writer_waiting && !self.wake_requested && !self.urgent;
-        self.bytes > limit_bytes / 2 && !self.writer_stuck() && !holding_notices
-    }
-
-    /// Whether the queue holds enough for a write worth a wake-up: a quarter of the budget,
-    /// well before senders have to wait for room (over half).
-    fn batch_is_full(&self, limit_bytes: usize) -> bool {
-        self.bytes >= limit_bytes / 4
-    }
-
-    fn append(&mut self, line: Arc<str>) {
-        self.bytes += line.len();
-        self.pushed += 1;
-        self.entries.push_back(line);
+    /// After a write of a batch of `entries`: what it left unwritten goes first next time.
+    fn wrote(&mut self, entries: u64, unwritten: &[u8]) {
+        if unwritten.is_empty() {
+            self.written += entries;
+        } else {
+            self.rest.extend_from_slice(unwritten);
+            self.rest_entries = entries;
+            self.bytes += unwritten.len();
+        }
     }
 }
 
-/// How soon a queued line must reach the socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Urgency {
-    /// Chat and replies: wake a sleeping writer at once.
-    Now,
-    /// Join and leave notices: wake the writer at once only if its doorbell has not rung
-    /// for all within the given delay; otherwise the notice waits for the doorbell's next
-    /// ring for all, which the notice flusher makes sure comes (`Doorbells::ring_waiting`).
-    /// In a sign-in storm every join goes to every user; this turns one wake-up per join
-    /// per user into a few per second per doorbell. (Per doorbell, not per writer: a ring
-    /// for all wakes all the writers sharing it, and each takes its queue.)
-    Within(Duration),
-}
-
-/// A bounded, byte-counted queue of lines for one client.
+/// A bounded, byte-counted queue of lines for one client, and the right to write them.
 pub struct Outbox {
     queue: Mutex<Queue>,
-    /// Signalled for the threads other than the writer: room was made, lines were
-    /// written, or the connection was cut.
-    changed: Condvar,
-    /// What the writer sleeps on while the queue is empty; maybe shared with other writers.
-    doorbell: Arc<Doorbell>,
+    /// Signalled for the writer thread when a line arrives while it sleeps.
+    lines_queued: Condvar,
+    /// Signalled for [`Outbox::push_wait`] and [`Outbox::wait_written`]: a write happened
+    /// or the connection closed.
+    progress: Condvar,
     limit_bytes: usize,
-    hangup: Hangup,
-    /// Set when senders may write to the socket themselves (see [`Outbox::write_through`]).
-    sender_write: Option<SenderWrite>,
+    transport: Arc<dyn Transport>,
+    /// How long the writer thread waits for more lines before it ends ([`WRITER_LINGER`]).
+    linger: Duration,
 }
 
 impl Outbox {
-    /// An open outbox holding at most `limit_bytes` of unwritten lines, with a doorbell of
-    /// its own.
-    pub fn new(limit_bytes: usize, hangup: Hangup) -> Self {
-        Outbox::with_doorbell(limit_bytes, hangup, Arc::new(Doorbell::new()))
-    }
-
-    /// Like [`Outbox::new`], but its writer sleeps on `doorbell`, which other writers may
-    /// share (see `doorbell.rs`).
-    pub fn with_doorbell(limit_bytes: usize, hangup: Hangup, doorbell: Arc<Doorbell>) -> Self {
+    /// An open outbox holding at most `limit_bytes` of unwritten lines for `transport`.
+    pub fn new(limit_bytes: usize, transport: Arc<dyn Transport>) -> Outbox {
         Outbox {
             queue: Mutex::new(Queue {
                 entries: VecDeque::new(),
+                rest: Vec::new(),
+                rest_entries: 0,
                 bytes: 0,
                 state: State::Open,
+                writer: Writer::Nobody,
                 pushed: 0,
                 written: 0,
-                writer_waiting: false,
-                wake_requested: false,
-                urgent: false,
-                writing_since: None,
                 waiters: 0,
-                sender_writing: false,
-                slow: false,
-                last_write: None,
-                unsent: Vec::new(),
-                unsent_entries: 0,
-                pausing: false,
-                pause_cut: false,
             }),
-            changed: Condvar::new(),
-            doorbell,
+            lines_queued: Condvar::new(),
+            progress: Condvar::new(),
             limit_bytes,
-            hangup,
-            sender_write: None,
+            transport,
+            linger: WRITER_LINGER,
         }
     }
 
-    /// Lets senders write to the client's socket themselves, through `write`, when its
-    /// writer is idle (see [`Outbox::write_through`]).
-    pub fn with_sender_write(mut self, write: SenderWrite) -> Self {
-        self.sender_write = Some(write);
-        self
-    }
-
-    /// Never held across I/O, so a poisoned queue is still consistent: recover it.
+    /// Never held across a syscall, so a poisoned queue is still consistent: recover it.
     fn lock(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues `line` and wakes the writer if it sleeps, or, if that writer is idle, writes
-    /// the line at once on this thread (see [`Outbox::write_through`]: at most
-    /// `SENDER_PATIENCE` of waiting). On overflow the outbox aborts itself (see
-    /// [`PushError::Full`]); the caller hangs up after releasing its locks. Never call it
-    /// holding the registry lock.
-    pub fn push(&self, line: Arc<str>) -> Result<(), PushError> {
-        let pushed = self.push_deferred(line, Urgency::Now);
-        match pushed {
-            Ok(Pushed {
-                write_through: true,
-                ..
-            }) => self.write_through(&mut Vec::new()),
-            Ok(Pushed { wake: None, .. }) => {}
-            _ => self.wake(),
-        }
-        pushed.map(|_| ())
-    }
-
-    /// Queues `line` like [`Outbox::push`] but leaves waking the writer to the caller (see
-    /// [`Pushed`]). A thread woken under the registry lock can preempt the lock holder,
-    /// and every other client then queues on the lock (docs/PERFORMANCE.md).
-    pub fn push_deferred(&self, line: Arc<str>, urgency: Urgency) -> Result<Pushed, PushError> {
-        self.push_all_deferred([line], urgency)
-    }
-
-    /// Queues `lines`, in order, under one lock, like [`Outbox::push_deferred`]: the notices
-    /// a large room kept for a tick cost each receiver one lock and at most one wake-up,
-    /// not one per notice. If a line does not fit, the outbox aborts as for a single line.
-    pub fn push_all_deferred(
-        &self,
-        lines: impl IntoIterator<Item = Arc<str>>,
-        urgency: Urgency,
-    ) -> Result<Pushed, PushError> {
+    /// Queues `entry`; memory work only, so it may be called under the registry lock. On
+    /// overflow the outbox closes itself (see [`PushError::Full`]).
+    pub fn push(&self, entry: Entry) -> Result<Pushed, PushError> {
         let mut queue = self.lock();
         if queue.state != State::Open {
             return Err(PushError::Closed);
         }
-        let pushed_before = queue.pushed;
-        for line in lines {
-            if queue.bytes + line.len() > self.limit_bytes {
-                queue.state = State::Aborted;
-                stats::record_queue_drop();
-                return Err(PushError::Full);
-            }
-            queue.append(line);
+        if queue.bytes + entry.len() > self.limit_bytes {
+            queue.state = State::Closed;
+            stats::record_queue_drop();
+            return Err(PushError::Full);
         }
-        if queue.pushed == pushed_before {
-            return Ok(Pushed::default());
-        }
-        queue.urgent |= urgency == Urgency::Now;
-        let crowded = queue.short_of_cpu(self.limit_bytes);
-        if queue.sender_writing {
-            // That sender rings the writer for whatever it leaves behind.
-            return Ok(Pushed {
-                crowded,
-                ..Pushed::default()
-            });
-        }
-        if urgency == Urgency::Now
-            && self.sender_write.is_some()
-            && queue.sender_may_write(writer_pace())
-        {
-            queue.sender_writing = true;
-            return Ok(Pushed {
-                write_through: true,
-                ..Pushed::default()
-            });
-        }
-        let wake = self.wake_due(&mut queue, urgency);
-        Ok(Pushed {
-            wake,
-            crowded,
-            write_through: false,
-        })
+        queue.append(entry);
+        Ok(claim(&mut queue))
     }
 
-    /// Whether a line of this urgency, just queued, should wake the writer now, and how; if
-    /// so, the wake-up is recorded. Only a sleeping writer needs one, and only one: a ring
-    /// already on its way covers this line too (the writer then takes its whole queue).
-    fn wake_due(&self, queue: &mut Queue, urgency: Urgency) -> Option<Ring> {
-        if queue.pausing && !queue.pause_cut && queue.batch_is_full(self.limit_bytes) {
-            queue.pause_cut = true;
-            return Some(Ring::Urgent);
+    /// Queues `entry` and does what the push asks at once: for a thread that holds no lock,
+    /// such as a session answering its own client. `Err` means this client is gone.
+    pub fn send(self: &Arc<Self>, entry: Entry) -> Result<(), PushError> {
+        let pushed = self.push(entry);
+        self.finish(pushed, &mut Vec::new());
+        pushed.map(|_| ())
+    }
+
+    /// Does what a push left to do (see [`Pushed`]), with no lock held.
+    pub fn finish(self: &Arc<Self>, pushed: Result<Pushed, PushError>, buf: &mut Vec<u8>) {
+        match pushed {
+            Ok(Pushed::Queued) | Err(PushError::Closed) => {}
+            Ok(Pushed::Claimed) => self.write_queue(buf),
+            Ok(Pushed::Wake) => self.wake(),
+            Err(PushError::Full) => self.hang_up(),
         }
-        if !queue.writer_waiting || queue.wake_requested {
-            return None;
-        }
-        let ring = match urgency {
-            Urgency::Now => Ring::Urgent,
-            Urgency::Within(delay) if self.doorbell.due(delay) => Ring::All,
-            Urgency::Within(_) => return None,
-        };
-        queue.wake_requested = true;
-        Some(ring)
     }
 
-    /// The doorbell this outbox's writer sleeps on.
-    pub fn doorbell(&self) -> &Arc<Doorbell> {
-        &self.doorbell
-    }
-
-    /// Wakes the writer to look at the queue again. Called with the queue unlocked, so the
-    /// woken thread does not at once block on it.
-    pub fn wake(&self) {
-        self.doorbell.ring(Ring::Urgent);
-    }
-
-    /// Queues `line`, waiting up to `patience` for room. For replies this client asked for
-    /// (a long user list, its stored messages): they may wait for the client, since only
-    /// the client itself is delayed. Must not be called while holding the registry lock.
-    pub fn push_wait(&self, line: Arc<str>, patience: Duration) -> Result<(), PushError> {
+    /// Queues `entry`, waiting up to `patience` for room, then does what the push asks.
+    /// For replies the client asked for (a long user list, its stored messages): they may
+    /// wait for the client, since only that client is delayed. Never under the registry
+    /// lock.
+    pub fn push_wait(self: &Arc<Self>, entry: Entry, patience: Duration) -> Result<(), PushError> {
         let deadline = Instant::now() + patience;
         let mut queue = self.lock();
         loop {
@@ -402,78 +239,210 @@ impl Outbox {
                 return Err(PushError::Closed);
             }
             // A line bigger than the whole budget is let through alone rather than never.
-            if queue.bytes + line.len() <= self.limit_bytes || queue.entries.is_empty() {
-                queue.append(line);
-                queue.urgent = true;
-                queue.wake_requested = true;
+            if queue.bytes + entry.len() <= self.limit_bytes || queue.is_empty() {
+                queue.append(entry);
+                let pushed = claim(&mut queue);
                 drop(queue);
-                self.wake();
+                self.finish(Ok(pushed), &mut Vec::new());
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                queue.state = State::Aborted;
-                stats::record_queue_drop();
                 drop(queue);
-                self.changed.notify_all();
-                self.wake();
+                stats::record_queue_drop();
+                self.hang_up();
                 return Err(PushError::Full);
             }
-            queue = self.wait_for_change(queue, deadline);
+            queue = self.wait_for_progress(queue, deadline);
         }
     }
 
-    /// Stop accepting lines; the writer sends what is queued and then hangs up.
-    pub fn close(&self) {
-        self.close_deferred();
-        self.wake();
+    /// For whoever a push made this client's writer ([`Pushed::Claimed`]), with no lock
+    /// held: writes everything queued, again while more arrives, each time with one write
+    /// that does not wait for the client. Then gives the right to write back, or, if the
+    /// client's kernel did not take it all, hands the rest to the client's writer thread.
+    /// `buf` is scratch space, left empty.
+    pub fn write_queue(self: &Arc<Self>, buf: &mut Vec<u8>) {
+        loop {
+            let entries = {
+                let mut queue = self.lock();
+                if queue.state == State::Closed {
+                    queue.writer = Writer::Nobody;
+                    return;
+                }
+                if queue.is_empty() {
+                    queue.writer = Writer::Nobody;
+                    let closing = queue.state == State::Closing;
+                    drop(queue);
+                    if closing {
+                        self.hang_up();
+                    }
+                    return;
+                }
+                queue.take(&*self.transport, buf)
+            };
+            let taken = match self.transport.write(buf) {
+                Ok(n) => n.min(buf.len()),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => 0,
+                Err(_) => {
+                    buf.clear();
+                    self.hang_up();
+                    return;
+                }
+            };
+            stats::record_bytes_out(taken);
+            let behind = taken < buf.len();
+            self.wrote(entries, &buf[taken..]);
+            buf.clear();
+            if behind {
+                self.start_writer_thread();
+                return;
+            }
+        }
     }
 
-    /// Like [`Outbox::close`], but leaves waking the writer to the caller (under the
-    /// registry lock, where no syscall may happen).
-    pub fn close_deferred(&self) {
+    /// Records a write of `entries`, of which `unwritten` bytes did not go out.
+    fn wrote(&self, entries: u64, unwritten: &[u8]) {
         let mut queue = self.lock();
-        if queue.state == State::Open {
-            queue.state = State::Closing;
+        queue.wrote(entries, unwritten);
+        let anyone_waits = queue.waiters > 0;
+        drop(queue);
+        if anyone_waits {
+            self.progress.notify_all();
         }
+    }
+
+    /// The client fell behind: from now on its own thread writes, with writes that may
+    /// wait. If no thread can be started (the server is at its thread budget), the client
+    /// is cut rather than left with lines nobody writes.
+    fn start_writer_thread(self: &Arc<Self>) {
+        self.lock().writer = Writer::Thread;
+        let outbox = Arc::clone(self);
+        if let Err(e) = CLIENT_THREADS.spawn("client-writer", move || outbox.run_writer()) {
+            log::warn(
+                "writer_unavailable",
+                &[("error", &e), ("action", &"disconnect")],
+            );
+            self.hang_up();
+        }
+    }
+
+    /// The body of a client's writer thread: write the backlog with patient writes until
+    /// the queue has stayed empty for [`WRITER_LINGER`], then give the right to write back
+    /// to the senders and end. A client that fell behind once is likely to again soon, and
+    /// starting a thread costs more than waking one.
+    fn run_writer(&self) {
+        if self.transport.set_patient(true).is_err() {
+            self.hang_up();
+            return;
+        }
+        let mut buf = Vec::new();
+        while let Some(entries) = self.next_batch(&mut buf) {
+            let result = write_all(&*self.transport, &buf);
+            stats::record_bytes_out(buf.len());
+            if let Err(e) = result {
+                log::debug("write_failed", &[("error", &e)]);
+                self.hang_up();
+                return;
+            }
+            self.wrote(entries, &[]);
+            buf.clear();
+        }
+    }
+
+    /// For the writer thread: waits for lines and encodes them all into `buf`. `None` when
+    /// the thread should end: the connection is closed, or nothing came for a while and the
+    /// right to write went back to the senders.
+    fn next_batch(&self, buf: &mut Vec<u8>) -> Option<u64> {
+        let mut queue = self.lock();
+        loop {
+            if queue.state == State::Closed {
+                return None;
+            }
+            if !queue.is_empty() {
+                queue.writer = Writer::Thread;
+                return Some(queue.take(&*self.transport, buf));
+            }
+            if queue.state == State::Closing {
+                drop(queue);
+                self.hang_up();
+                return None;
+            }
+            queue.writer = Writer::ThreadAsleep;
+            let (woken, timeout) = self
+                .lines_queued
+                .wait_timeout(queue, self.linger)
+                .unwrap_or_else(PoisonError::into_inner);
+            queue = woken;
+            if timeout.timed_out() && queue.is_empty() && queue.state == State::Open {
+                drop(queue);
+                if self.give_back() {
+                    return None;
+                }
+                queue = self.lock();
+            }
+        }
+    }
+
+    /// The writer thread lets go: its transport becomes impatient again *before* anyone
+    /// else may write to it. False if a line came meanwhile and the thread must stay.
+    fn give_back(&self) -> bool {
+        if self.transport.set_patient(false).is_err() {
+            self.hang_up();
+            return true;
+        }
+        let mut queue = self.lock();
+        if queue.is_empty() && queue.state == State::Open {
+            queue.writer = Writer::Nobody;
+            return true;
+        }
+        queue.writer = Writer::Thread;
+        drop(queue);
+        if self.transport.set_patient(true).is_err() {
+            self.hang_up();
+            return true;
+        }
+        false
+    }
+
+    /// Wakes the writer thread for lines a push queued ([`Pushed::Wake`]).
+    pub fn wake(&self) {
+        self.lines_queued.notify_one();
+    }
+
+    /// Stop accepting lines: what is queued is written, then the connection is closed.
+    /// Memory work only (may be called under the registry lock); returns what the caller
+    /// must do once it holds no lock, as a push does: if nobody was writing, the caller
+    /// becomes the writer that closes it.
+    pub fn close(&self) -> Pushed {
+        let mut queue = self.lock();
+        if queue.state != State::Open {
+            return Pushed::Queued;
+        }
+        queue.state = State::Closing;
+        claim(&mut queue)
     }
 
     /// Drop everything and cut the connection now. Performs a syscall: never call it while
     /// holding the registry lock.
     pub fn hang_up(&self) {
-        let writer_sleeps = {
+        let writer_asleep = {
             let mut queue = self.lock();
-            queue.state = State::Aborted;
+            queue.state = State::Closed;
             queue.entries.clear();
-            queue.unsent.clear();
+            queue.rest.clear();
             queue.bytes = 0;
-            // Asleep for lines or in its pause: either way it leaves once rung.
-            queue.writer_waiting || queue.pausing
+            queue.writer == Writer::ThreadAsleep
         };
-        self.changed.notify_all();
-        // Not when the writer itself hangs up: others may share its doorbell.
-        if writer_sleeps {
+        self.progress.notify_all();
+        if writer_asleep {
             self.wake();
         }
-        (self.hangup)();
+        self.transport.hang_up();
     }
 
-    /// Waits until the queue is no longer crowded (see [`Pushed::crowded`]), or `deadline`.
-    /// Called by a sender after a delivery, with no lock held: only the sender waits, and
-    /// its client is slowed down by TCP instead of a reader's queue overflowing. Never
-    /// longer than until the writer's current write counts as stuck, so a client that
-    /// stopped reading delays a sender once, by at most `WRITER_STUCK_AFTER`. Returns
-    /// false if `deadline` came first.
-    pub fn wait_uncrowded(&self, deadline: Instant) -> bool {
-        let mut queue = self.lock();
-        while queue.state == State::Open && queue.short_of_cpu(self.limit_bytes) {
-            let stuck_at = queue.writing_since.map(|since| since + WRITER_STUCK_AFTER);
-            let until = stuck_at.map_or(deadline, |at| at.min(deadline));
-            if Instant::now() >= until {
-                return Instant::now() < deadline;
-            }
-            queue = self.wait_for_change(queue, until);
-        }
-        true
+    /// True once the outbox is closed for good (overflow, hang-up, or closed and written).
+    pub fn is_closed(&self) -> bool {
+        self.lock().state == State::Closed
     }
 
     /// A mark for "everything queued so far", to pass to [`Outbox::wait_written`].
@@ -481,7 +450,7 @@ impl Outbox {
         self.lock().pushed
     }
 
-    /// Waits until every line queued before `mark` was written to the transport. False if
+    /// Waits until every entry queued before `mark` was written to the transport. False if
     /// the connection ended first or `patience` ran out. Used before deleting stored mail,
     /// so a message is never deleted while it could still be lost in the queue.
     pub fn wait_written(&self, mark: u64, patience: Duration) -> bool {
@@ -491,16 +460,15 @@ impl Outbox {
             if queue.written >= mark {
                 return true;
             }
-            if queue.state == State::Aborted || Instant::now() >= deadline {
+            if queue.state == State::Closed || Instant::now() >= deadline {
                 return false;
             }
-            queue = self.wait_for_change(queue, deadline);
+            queue = self.wait_for_progress(queue, deadline);
         }
     }
 
-    /// Sleeps until the queue changes or `deadline` passes, counted among the waiters so
-    /// the writer knows someone needs its signal.
-    fn wait_for_change<'q>(
+    /// Sleeps until a write happens or `deadline` passes, counted among the waiters.
+    fn wait_for_progress<'q>(
         &self,
         mut queue: MutexGuard<'q, Queue>,
         deadline: Instant,
@@ -508,925 +476,273 @@ impl Outbox {
         queue.waiters += 1;
         let left = deadline.saturating_duration_since(Instant::now());
         let (mut queue, _) = self
-            .changed
+            .progress
             .wait_timeout(queue, left)
             .unwrap_or_else(PoisonError::into_inner);
         queue.waiters -= 1;
         queue
     }
 
-    /// For the writer: `entries` more queue entries reached the transport.
-    fn record_written(&self, entries: u64) {
+    /// Gives up a claim that cannot be written now (the claimer is unwinding from a panic):
+    /// the lines stay queued for the next push, which claims them again.
+    fn abandon(&self) {
         let mut queue = self.lock();
-        queue.written += entries;
-        queue.writing_since = None;
-        queue.last_write = Some(Instant::now());
-        let anyone_waits = queue.waiters > 0;
-        drop(queue);
-        if anyone_waits {
-            self.changed.notify_all();
+        if queue.writer == Writer::Sender {
+            queue.writer = Writer::Nobody;
         }
-    }
-
-    /// For a sender told to by [`Pushed::write_through`], with no lock held: writes
-    /// everything queued to the socket on the caller's thread. To a writer idle on a quiet
-    /// queue, a line costs a wake-up and a context switch on top of the write; in a
-    /// broadcast to 10,000 users that was a third of the server's time. If the client's
-    /// kernel does not take it all within the sender's patience, the rest goes to the
-    /// writer, and this outbox is marked slow: no sender writes to it again. `buf` is
-    /// scratch space, left empty.
-    pub fn write_through(&self, buf: &mut Vec<u8>) {
-        let Some(write) = &self.sender_write else {
-            return;
-        };
-        let entries = {
-            let mut queue = self.lock();
-            if !queue.sender_writing {
-                return;
-            }
-            queue.urgent = false;
-            queue.take_all(buf)
-        };
-        let result = write(buf);
-        let written = match result {
-            Ok(n) => n.min(buf.len()),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => 0,
-            Err(_) => {
-                buf.clear();
-                self.lock().sender_writing = false;
-                self.hang_up();
-                return;
-            }
-        };
-        stats::record_bytes_out(written);
-        let ring = self.finish_sender_write(entries, &buf[written..]);
-        buf.clear();
-        if ring {
-            self.doorbell.ring(Ring::All);
-        }
-    }
-
-    /// Hands the socket back to the writer after a sender's write that left `rest`
-    /// unwritten. Returns whether to ring the writer: it sleeps, and something is due (the
-    /// rest, lines queued meanwhile, or a close).
-    fn finish_sender_write(&self, entries: u64, rest: &[u8]) -> bool {
-        let mut queue = self.lock();
-        queue.sender_writing = false;
-        queue.writing_since = None;
-        queue.last_write = Some(Instant::now());
-        if rest.is_empty() {
-            queue.written += entries;
-        } else if queue.state != State::Aborted {
-            queue.slow = true;
-            queue.unsent.extend_from_slice(rest);
-            queue.unsent_entries = entries;
-            queue.bytes += rest.len();
-            queue.urgent = true;
-        }
-        let due = !queue.is_empty() || queue.state != State::Open;
-        let ring = due && queue.writer_waiting && !queue.wake_requested;
-        queue.wake_requested |= ring;
-        let anyone_waits = queue.waiters > 0;
-        drop(queue);
-        if anyone_waits {
-            self.changed.notify_all();
-        }
-        ring
-    }
-
-    /// For the writer: pauses for up to `pause` after a write, so that the lines arriving
-    /// meanwhile go out in one batch, but no longer than until the queue holds a full
-    /// batch (see `Queue::pausing`) or is closed. Sleeps on the doorbell, which the push
-    /// that fills the batch rings.
-    fn pause(&self, pause: Duration) {
-        let deadline = Instant::now() + pause;
-        loop {
-            let seen = self.doorbell.rings();
-            {
-                let mut queue = self.lock();
-                let over = queue.pause_cut || queue.state != State::Open;
-                if over || Instant::now() >= deadline {
-                    queue.pausing = false;
-                    queue.pause_cut = false;
-                    return;
-                }
-                queue.pausing = true;
-            }
-            // A shared doorbell also rings for the neighbours' lines: look again.
-            self.doorbell.wait_past_until(seen, deadline);
-        }
-    }
-
-    /// True once the outbox was aborted (overflow or hang-up).
-    pub fn is_aborted(&self) -> bool {
-        self.lock().state == State::Aborted
-    }
-
-    /// For the writer: waits for lines, then moves *all* queued lines into `buf`, so one
-    /// `write` sends them together. Returns what it took, or `None` when the writer should
-    /// stop.
-    fn take_batch(&self, buf: &mut Vec<u8>) -> Option<Batch> {
-        let mut rang = false;
-        let mut queue = loop {
-            // Read the doorbell before looking at the queue: a line pushed after the look
-            // rings after this read, so `wait_past` then returns at once.
-            let seen = self.doorbell.rings();
-            let mut queue = self.lock();
-            match queue.state {
-                State::Aborted => return None,
-                // A sender holds the socket; it rings when it is done.
-                _ if queue.sender_writing => {}
-                State::Closing if queue.is_empty() => return None,
-                _ if queue.ready_for_writer(rang) => break queue,
-                _ => {}
-            }
-            queue.writer_waiting = true;
-            let lines_wait = !queue.is_empty();
-            drop(queue);
-            if lines_wait {
-                // Notices only, just after a write: they wait for the doorbell's next ring
-                // for all, which the notice flusher makes sure comes.
-                self.doorbell.hold();
-            }
-            // About to sleep: an idle writer keeps a small buffer. A busy one finds lines
-            // queued after its pause, never gets here, and keeps the buffer it needs.
-            if buf.capacity() > WRITER_BUF_KEEP {
-                buf.shrink_to(WRITER_BUF_KEEP);
-            }
-            // May ring for another writer's lines (a shared doorbell): after a ring for
-            // all this writer takes its own lines early; after an urgent ring for a
-            // neighbour it finds nothing due and sleeps again, leaving its notices queued.
-            rang |= self.doorbell.wait_past(seen);
-        };
-        queue.writer_waiting = false;
-        queue.wake_requested = false;
-        let urgent = std::mem::take(&mut queue.urgent);
-        let batch = Batch {
-            entries: queue.take_all(buf),
-            urgent,
-        };
-        // Room was made: wake anyone in `push_wait`.
-        let anyone_waits = queue.waiters > 0;
-        drop(queue);
-        if anyone_waits {
-            self.changed.notify_all();
-        }
-        Some(batch)
     }
 }
 
-/// What the writer took from its queue for one `write`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Batch {
-    /// Queue entries in it: lines, or bursts of lines pushed together.
-    entries: u64,
-    /// Some line in it may not wait (chat, a reply), as opposed to notices only.
-    urgent: bool,
-}
-
-/// A write that has not finished after this long is waiting for the client to read, not
-/// for the CPU (see [`Pushed::crowded`]).
-const WRITER_STUCK_AFTER: Duration = Duration::from_millis(20);
-
-/// Pause of a writer after writing a burst (see `run_writer`). It adds at most this much
-/// delay to lines that arrive while their writer lingers; a line arriving at a sleeping
-/// writer goes out at once.
-const WRITER_LINGER: Duration = Duration::from_millis(1);
-
-/// How long every writer pauses after each write, in microseconds; set from the room size
-/// by the registry (see `registry::writer_pace`). Shared by all writers, so an atomic.
-static WRITER_PACE_MICROS: AtomicU64 = AtomicU64::new(0);
-
-/// Sets the pause every writer takes after each write. In a large room each chat line
-/// goes to many writers; a writer that pauses a few milliseconds takes the lines that
-/// arrived meanwhile in one batch, instead of costing a wake-up and a write per line.
-pub fn set_writer_pace(pace: Duration) {
-    let micros = u64::try_from(pace.as_micros()).unwrap_or(u64::MAX);
-    WRITER_PACE_MICROS.store(micros, Ordering::Relaxed);
-}
-
-fn writer_pace() -> Duration {
-    Duration::from_micros(WRITER_PACE_MICROS.load(Ordering::Relaxed))
-}
-
-/// How long to pause after writing `batch`, `since_previous` after the previous write. The
-/// pace applies only to a writer that is busy (its writes come less than two paces apart):
-/// that is where batching saves wake-ups. A writer that wakes now and then, for a notice or
-/// a quiet room's chat, writes at once and sleeps on its queue.
-fn writer_pause(batch: Batch, since_previous: Option<Duration>) -> Duration {
-    let pace = writer_pace();
-    // Twice the pace, so that a writer in its paced rhythm (a pause, then a write) still
-    // counts as busy.
-    let busy = since_previous.is_some_and(|gap| gap < pace * 2);
-    // In a burst of chat (lines from more than one push were waiting) linger at least a
-    // little, so the lines still coming go out together. Not after notices alone: the next
-    // ones wait for the doorbell anyway, and in a sign-in storm, when every write is a
-    // batch of joins, lingering cost every writer a timer wake-up per write.
-    let linger = if batch.urgent && batch.entries > 1 {
-        WRITER_LINGER
-    } else {
-        Duration::ZERO
-    };
-    if busy { pace.max(linger) } else { linger }
-}
-
-/// Capacity a writer keeps in its buffer while it sleeps for lines. A larger batch grows
-/// it, and a busy writer keeps that for its next batches (shrinking it after every write
-/// cost the throughput scenario a `realloc` and fresh pages per write); once the writer
-/// sleeps, the rest goes back to the allocator for the next writer. Kept at 16 KiB, every
-/// client held its largest batch of join notices after a sign-in storm (10,000 clients: 66
-/// to 71 KiB resident per client, against 60 to 62 at 4 KiB); at 1 KiB, growing it again
-/// for many batches made the slow-consumer scenario's p99 760 to 2,058 ms, against 80 to
-/// 309 (docs/PERFORMANCE.md).
-const WRITER_BUF_KEEP: usize = 4 * 1024;
-
-/// The body of a client's writer thread: drain `outbox` into `socket` until the outbox is
-/// closed or a write fails, then hang up. Returns the write error, if any, for the log.
-pub fn run_writer<W: Write>(outbox: &Outbox, mut socket: W) -> std::io::Result<()> {
-    let mut buf = Vec::new();
-    let mut result = Ok(());
-    let mut previous_write: Option<Instant> = None;
-    while let Some(batch) = outbox.take_batch(&mut buf) {
-        if let Err(e) = socket.write_all(&buf) {
-            result = Err(e);
-            break;
+/// After a line was queued: who writes it. Nobody writing means the pusher writes.
+fn claim(queue: &mut Queue) -> Pushed {
+    match queue.writer {
+        Writer::Nobody => {
+            queue.writer = Writer::Sender;
+            Pushed::Claimed
         }
-        outbox.record_written(batch.entries);
-        let now = Instant::now();
-        let pause = writer_pause(batch, previous_write.map(|t| now.duration_since(t)));
-        previous_write = Some(now);
-        if !pause.is_zero() {
-            outbox.pause(pause);
+        Writer::ThreadAsleep => {
+            queue.writer = Writer::Thread;
+            Pushed::Wake
         }
-        stats::record_bytes_out(buf.len());
-        buf.clear();
+        Writer::Sender | Writer::Thread => Pushed::Queued,
     }
-    outbox.hang_up();
-    result
+}
+
+/// Writes all of `bytes` with the transport's patient writes.
+fn write_all(transport: &dyn Transport, mut bytes: &[u8]) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        match transport.write(bytes) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n.min(bytes.len())..],
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// What one delivery under the registry lock leaves to do once the lock is released: the
+/// queues its sender now writes, the writer threads to wake, the clients to cut. Each is a
+/// syscall, so none may happen under the lock.
+#[must_use = "call complete() once the registry lock is released"]
+#[derive(Default)]
+pub struct Delivery {
+    /// In the order the lines were queued, so the receivers get them in that order.
+    to_write: Vec<Arc<Outbox>>,
+    to_wake: Vec<Arc<Outbox>>,
+    /// Queues that overflowed, with their user's name for the log.
+    to_cut: Vec<(String, Arc<Outbox>)>,
+}
+
+impl Delivery {
+    /// Records what pushing to `name`'s `outbox` left to do.
+    pub fn note(&mut self, name: &str, outbox: &Arc<Outbox>, pushed: Result<Pushed, PushError>) {
+        match pushed {
+            Ok(Pushed::Queued) | Err(PushError::Closed) => {}
+            Ok(Pushed::Claimed) => self.to_write.push(Arc::clone(outbox)),
+            Ok(Pushed::Wake) => self.to_wake.push(Arc::clone(outbox)),
+            Err(PushError::Full) => self.to_cut.push((name.to_string(), Arc::clone(outbox))),
+        }
+    }
+
+    /// Finishes the delivery, with no lock held, on the thread of the client that caused
+    /// it: cuts and wake-ups first, since they are quick and let others go on, then this
+    /// thread's own writes, one per claimed client.
+    pub fn complete(mut self) {
+        for (name, outbox) in self.to_cut.drain(..) {
+            log::warn(
+                "sendq_exceeded",
+                &[("user", &name), ("action", &"disconnect")],
+            );
+            outbox.hang_up();
+        }
+        for outbox in self.to_wake.drain(..) {
+            outbox.wake();
+        }
+        // Popped one at a time, so if a write panics, `drop` still gives up the rest.
+        self.to_write.reverse();
+        let mut buf = Vec::new();
+        while let Some(outbox) = self.to_write.pop() {
+            outbox.write_queue(&mut buf);
+        }
+    }
+}
+
+impl Drop for Delivery {
+    /// Reached with claims left only when `complete` was never called or panicked: give
+    /// them up without I/O (this may run under the lock), so no client is left unwritable.
+    fn drop(&mut self) {
+        for outbox in &self.to_write {
+            outbox.abandon();
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::doorbell::{Doorbells, Rings};
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use crate::transport::MemoryTransport;
 
-    fn counting_outbox(limit: usize) -> (Arc<Outbox>, Arc<AtomicUsize>) {
-        let hangups = Arc::new(AtomicUsize::new(0));
-        let seen = Arc::clone(&hangups);
-        let hangup: Hangup = Box::new(move || {
-            seen.fetch_add(1, Ordering::SeqCst);
-        });
-        (Arc::new(Outbox::new(limit, hangup)), hangups)
+    fn lines(s: &str) -> Entry {
+        Entry::Lines(Arc::from(s))
     }
 
-    fn line(s: &str) -> Arc<str> {
-        Arc::from(s)
+    /// An outbox of `limit` bytes whose client takes `room` bytes before it stops reading.
+    fn new_outbox(limit: usize, room: usize) -> (Arc<Outbox>, Arc<MemoryTransport>) {
+        let transport = MemoryTransport::new(room);
+        let mut outbox = Outbox::new(limit, transport.clone());
+        outbox.linger = Duration::from_millis(50);
+        (Arc::new(outbox), transport)
     }
 
-    #[test]
-    fn push_until_full_then_refuse() {
-        let (outbox, _) = counting_outbox(10);
-        assert_eq!(outbox.push(line("12345")), Ok(()));
-        assert_eq!(outbox.push(line("12345")), Ok(()));
-        assert_eq!(outbox.push(line("x")), Err(PushError::Full));
-        assert!(outbox.is_aborted());
-        assert_eq!(outbox.push(line("x")), Err(PushError::Closed));
-    }
-
-    #[test]
-    fn a_burst_is_queued_in_order_with_one_wake_up_or_overflows_like_a_line() {
-        let burst = || [line("a\n"), line("b\n"), line("c\n")];
-        let (outbox, _) = counting_outbox(100);
-        outbox.lock().writer_waiting = true; // as if asleep in take_batch
-        let nothing = outbox.push_all_deferred([], Urgency::Now);
-        assert_eq!(nothing, Ok(Pushed::default()), "no lines, no ring");
-        let first = outbox.push_all_deferred(burst(), Urgency::Now);
-        assert_eq!(first.map(|p| p.wake), Ok(Some(Ring::Urgent)));
-        let second = outbox.push_all_deferred(burst(), Urgency::Now);
-        assert_eq!(second.map(|p| p.wake), Ok(None), "one ring covers both");
-        outbox.close();
-        let mut written = Vec::new();
-        run_writer(&outbox, &mut written).expect("vec write");
-        assert_eq!(written, b"a\nb\nc\na\nb\nc\n");
-
-        let (outbox, _) = counting_outbox(8);
-        outbox
-            .push_all_deferred(burst(), Urgency::Now)
-            .expect("6 bytes fit");
-        let over = outbox.push_all_deferred(burst(), Urgency::Now);
-        assert_eq!(over, Err(PushError::Full));
-        assert!(outbox.is_aborted());
-    }
-
-    #[test]
-    fn a_push_that_fills_a_batch_cuts_the_writers_pause_short() {
-        let (outbox, _) = counting_outbox(400);
-        let (done, paused) = std::sync::mpsc::channel();
-        let writer = Arc::clone(&outbox);
-        std::thread::spawn(move || {
-            writer.pause(Duration::from_secs(3600));
-            let _ = done.send(());
-        });
+    /// Waits, with a deadline, until `done` holds.
+    fn eventually(what: &str, done: impl Fn() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !outbox.lock().pausing {
-            assert!(Instant::now() < deadline, "the writer never paused");
-            std::thread::yield_now();
+        while !done() {
+            assert!(Instant::now() < deadline, "never happened: {what}");
+            std::thread::sleep(Duration::from_millis(1));
         }
-        let small = outbox.push_deferred(line(&"a".repeat(60)), Urgency::Now);
+    }
+
+    #[test]
+    fn the_first_push_claims_the_queue_and_later_ones_ride_along() {
+        let (outbox, client) = new_outbox(1000, usize::MAX);
+        assert_eq!(outbox.push(lines("a\n")), Ok(Pushed::Claimed));
         assert_eq!(
-            small.map(|p| p.wake),
-            Ok(None),
-            "60 of 400 bytes: keep gathering"
+            outbox.push(lines("b\n")),
+            Ok(Pushed::Queued),
+            "a writer is on its way"
         );
-        let full = outbox.push_deferred(line(&"b".repeat(40)), Urgency::Now);
+        assert!(client.lines().is_empty(), "nothing written under the lock");
+        outbox.write_queue(&mut Vec::new());
+        assert_eq!(client.lines(), ["a", "b"]);
         assert_eq!(
-            full.map(|p| p.wake),
-            Ok(Some(Ring::Urgent)),
-            "100 of 400: cut it"
+            outbox.push(lines("c\n")),
+            Ok(Pushed::Claimed),
+            "given back after writing"
         );
-        let again = outbox.push_deferred(line("c"), Urgency::Now);
-        assert_eq!(again.map(|p| p.wake), Ok(None), "one cut is enough");
+        outbox.write_queue(&mut Vec::new());
+        assert_eq!(client.lines(), ["a", "b", "c"]);
+        assert_eq!(
+            client.patient_writes(),
+            0,
+            "no writer thread for a client that reads"
+        );
+    }
+
+    #[test]
+    fn what_the_client_does_not_take_goes_to_its_writer_thread_in_order() {
+        let (outbox, client) = new_outbox(1000, 5);
+        outbox.send(lines("first\n")).expect("open");
+        assert_eq!(client.text(), "first", "5 bytes of 6 taken");
+        assert_eq!(
+            outbox.push(lines("second\n")),
+            Ok(Pushed::Queued),
+            "the writer has it"
+        );
+        client.make_room(1000);
+        eventually("the backlog is written", || client.lines().len() == 2);
+        assert_eq!(client.lines(), ["first", "second"]);
+        assert!(client.patient_writes() > 0, "written by the writer thread");
+        // Once idle for its linger, the writer gives the client back to the senders.
+        eventually("the writer gives back", || {
+            outbox.lock().writer == Writer::Nobody
+        });
+        assert_eq!(outbox.push(lines("third\n")), Ok(Pushed::Claimed));
+        outbox.write_queue(&mut Vec::new());
+        assert_eq!(client.lines(), ["first", "second", "third"]);
+    }
+
+    #[test]
+    fn a_sleeping_writer_is_woken_for_new_lines() {
+        let (outbox, client) = new_outbox(1000, 0);
+        let long = Outbox::new(1000, client.clone());
+        let outbox = {
+            drop(outbox);
+            Arc::new(long) // lingers 10 s: asleep, not gone, when the next line comes
+        };
+        outbox.send(lines("one\n")).expect("open");
+        client.make_room(1000);
+        eventually("the writer sleeps", || {
+            outbox.lock().writer == Writer::ThreadAsleep
+        });
+        assert_eq!(outbox.push(lines("two\n")), Ok(Pushed::Wake));
         outbox.wake();
-        let ended = paused.recv_timeout(Duration::from_secs(10));
-        assert!(ended.is_ok(), "the pause went on after the ring");
-        let queue = outbox.lock();
-        assert!(
-            !queue.pausing && !queue.pause_cut,
-            "the pause left its flags set"
-        );
+        eventually("the writer wrote again", || client.lines().len() == 2);
+        assert_eq!(client.lines(), ["one", "two"]);
+        outbox.hang_up();
     }
 
     #[test]
-    fn a_hang_up_ends_the_writers_pause() {
-        let (outbox, hangups) = counting_outbox(400);
-        let (done, paused) = std::sync::mpsc::channel();
-        let writer = Arc::clone(&outbox);
-        std::thread::spawn(move || {
-            writer.pause(Duration::from_secs(3600));
-            let _ = done.send(());
+    fn a_queue_past_its_budget_is_cut_not_waited_for() {
+        let (outbox, client) = new_outbox(10, 0);
+        assert_eq!(outbox.push(lines("12345")), Ok(Pushed::Claimed));
+        assert_eq!(outbox.push(lines("12345")), Ok(Pushed::Queued));
+        assert_eq!(outbox.push(lines("x")), Err(PushError::Full));
+        assert!(outbox.is_closed());
+        assert_eq!(outbox.push(lines("x")), Err(PushError::Closed));
+        let mut delivery = Delivery::default();
+        delivery.note("bob", &outbox, Err(PushError::Full));
+        delivery.complete();
+        assert!(client.is_hung_up());
+    }
+
+    #[test]
+    fn a_close_writes_what_is_queued_then_hangs_up() {
+        let (outbox, client) = new_outbox(1000, usize::MAX);
+        assert_eq!(outbox.push(lines("bye\n")), Ok(Pushed::Claimed));
+        assert_eq!(outbox.close(), Pushed::Queued, "the claimer closes it");
+        assert_eq!(outbox.push(lines("late\n")), Err(PushError::Closed));
+        outbox.write_queue(&mut Vec::new());
+        assert_eq!(client.lines(), ["bye"]);
+        assert!(client.is_hung_up() && outbox.is_closed());
+
+        let (idle, client) = new_outbox(1000, usize::MAX);
+        assert_eq!(
+            idle.close(),
+            Pushed::Claimed,
+            "nobody writes: the closer does"
+        );
+        idle.finish(Ok(Pushed::Claimed), &mut Vec::new());
+        assert!(client.is_hung_up());
+    }
+
+    #[test]
+    fn an_asked_reply_waits_for_room_and_the_writer_makes_it() {
+        let (outbox, client) = new_outbox(10, 0);
+        // The first line goes to the writer thread, which waits for room to write it; the
+        // second waits in the queue, and leaves no room for the third.
+        outbox.send(lines("12345678\n")).expect("open");
+        eventually("the writer took the first line", || {
+            outbox.lock().bytes == 0
         });
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !outbox.lock().pausing {
-            assert!(Instant::now() < deadline, "the writer never paused");
-            std::thread::yield_now();
-        }
-        outbox.hang_up();
-        let ended = paused.recv_timeout(Duration::from_secs(10));
-        assert!(
-            ended.is_ok(),
-            "the writer paused on after its client was cut"
-        );
-        assert_eq!(hangups.load(Ordering::SeqCst), 1);
-    }
-
-    #[test]
-    fn a_pause_ends_at_its_deadline_without_a_ring() {
-        let (outbox, _) = counting_outbox(400);
-        let started = Instant::now();
-        outbox.pause(Duration::from_millis(5));
-        assert!(
-            started.elapsed() >= Duration::from_millis(5),
-            "the pause was skipped"
-        );
-        assert!(!outbox.lock().pausing);
-    }
-
-    #[test]
-    fn a_queue_is_short_of_cpu_only_when_its_writer_could_be_writing() {
-        let long_ago = Instant::now().checked_sub(Duration::from_secs(1));
-        // (bytes of 100, writer asleep, wake requested, urgent, write began) -> short of CPU?
-        let table = [
-            (50, false, false, true, None, false),     // half full is fine
-            (60, false, false, true, None, true),      // awake and behind
-            (60, true, true, false, None, true),       // rung, not yet running
-            (60, true, false, false, None, false),     // asleep holding notices on purpose
-            (60, true, false, true, None, true),       // asleep with chat: about to be rung
-            (60, false, false, true, long_ago, false), // stuck in a write: a slow client
-        ];
-        for (bytes, waiting, rung, urgent, writing_since, expected) in table {
-            let (outbox, _) = counting_outbox(100);
-            let mut queue = outbox.lock();
-            queue.bytes = bytes;
-            queue.writer_waiting = waiting;
-            queue.wake_requested = rung;
-            queue.urgent = urgent;
-            queue.writing_since = writing_since;
-            let row = format!("{bytes} asleep={waiting} rung={rung} urgent={urgent}");
-            assert_eq!(queue.short_of_cpu(100), expected, "{row} {writing_since:?}");
-        }
-    }
-
-    #[test]
-    fn a_sender_waits_for_a_writer_short_of_cpu_but_not_for_a_stuck_one() {
-        let (outbox, _) = counting_outbox(100);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        for _ in 0..6 {
-            outbox.push_deferred(line("0123456789"), Urgency::Now).ok();
-        }
-        assert!(
-            outbox.lock().short_of_cpu(100),
-            "60 of 100 bytes, no write yet"
-        );
-        let sender = {
-            let outbox = Arc::clone(&outbox);
-            std::thread::spawn(move || outbox.wait_uncrowded(deadline))
-        };
-        while outbox.lock().waiters == 0 {
-            assert!(Instant::now() < deadline, "the sender never waited");
-            std::thread::yield_now();
-        }
-        let writer = {
-            let outbox = Arc::clone(&outbox);
-            std::thread::spawn(move || run_writer(&outbox, Vec::new()))
-        };
-        assert!(
-            sender.join().expect("sender thread"),
-            "released by the write"
-        );
-        assert!(outbox.lock().bytes <= 50);
-        outbox.hang_up();
-        writer.join().expect("writer thread").expect("vec write");
-
-        // No writer thread here: as if it had been inside one write for a second, held up
-        // by its client, not by the CPU.
-        let (stuck, _) = counting_outbox(100);
-        for _ in 0..6 {
-            stuck.push_deferred(line("0123456789"), Urgency::Now).ok();
-        }
-        stuck.lock().writing_since = Instant::now().checked_sub(Duration::from_secs(1));
-        assert!(!stuck.lock().short_of_cpu(100), "its client holds it up");
-        assert!(stuck.wait_uncrowded(deadline), "no wait for a stuck writer");
-    }
-
-    #[test]
-    fn writer_sends_queued_lines_in_order_then_hangs_up_on_close() {
-        let (outbox, hangups) = counting_outbox(1000);
-        for s in ["a\n", "b\n", "c\n"] {
-            outbox.push(line(s)).expect("room");
-        }
-        outbox.close();
-        assert_eq!(outbox.push(line("late\n")), Err(PushError::Closed));
-        let mut written = Vec::new();
-        run_writer(&outbox, &mut written).expect("vec write");
-        assert_eq!(written, b"a\nb\nc\n");
-        assert_eq!(hangups.load(Ordering::SeqCst), 1);
-    }
-
-    /// A socket that takes at most five bytes per call, cutting across lines.
-    struct Trickle(Vec<u8>);
-
-    impl Write for Trickle {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            let n = buf.len().min(5);
-            self.0.extend_from_slice(&buf[..n]);
-            Ok(n)
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn a_batch_written_a_few_bytes_at_a_time_arrives_whole_and_in_order() {
-        let (outbox, _) = counting_outbox(1000);
-        for s in ["alice: hi\n", "b\n", "", "carol: a longer line\n"] {
-            outbox.push(line(s)).expect("room");
-        }
-        outbox.close();
-        let mut socket = Trickle(Vec::new());
-        run_writer(&outbox, &mut socket).expect("trickle write");
-        assert_eq!(socket.0, b"alice: hi\nb\ncarol: a longer line\n");
-    }
-
-    #[test]
-    fn push_wait_gets_room_once_the_writer_drains() {
-        let (outbox, _) = counting_outbox(4);
-        outbox.push(line("abc\n")).expect("room");
-        let drainer = {
+        outbox.send(lines("ABCDEFGH\n")).expect("open");
+        let asker = {
             let outbox = Arc::clone(&outbox);
             std::thread::spawn(move || {
-                let mut sink = Vec::new();
-                run_writer(&outbox, &mut sink).map(|_| sink)
+                outbox.push_wait(lines("abcdefgh\n"), Duration::from_secs(10))
             })
         };
-        let waited = outbox.push_wait(line("def\n"), Duration::from_secs(10));
-        assert_eq!(waited, Ok(()));
-        outbox.close();
-        let written = drainer.join().expect("writer thread").expect("vec write");
-        assert_eq!(written, b"abc\ndef\n");
-    }
-
-    #[test]
-    fn push_wait_gives_up_after_its_patience() {
-        let (outbox, _) = counting_outbox(4);
-        outbox.push(line("abc\n")).expect("room");
-        let waited = outbox.push_wait(line("def\n"), Duration::from_millis(20));
-        assert_eq!(waited, Err(PushError::Full));
-        assert!(outbox.is_aborted());
-    }
-
-    #[test]
-    fn wait_written_returns_once_the_writer_wrote_the_marked_lines() {
-        let (outbox, _) = counting_outbox(100);
-        outbox.push(line("one\n")).expect("room");
+        eventually("the asker waits", || outbox.lock().waiters == 1);
+        client.make_room(1000);
+        assert_eq!(asker.join().expect("asker"), Ok(()));
         let mark = outbox.mark();
-        assert!(!outbox.wait_written(mark, Duration::from_millis(10)));
-        let drainer = {
-            let outbox = Arc::clone(&outbox);
-            std::thread::spawn(move || run_writer(&outbox, Vec::new()))
-        };
         assert!(outbox.wait_written(mark, Duration::from_secs(10)));
-        outbox.hang_up();
-        assert!(!outbox.wait_written(mark + 1, Duration::from_secs(10)));
-        drainer.join().expect("writer thread").expect("vec write");
+        assert_eq!(client.lines(), ["12345678", "ABCDEFGH", "abcdefgh"]);
     }
 
     #[test]
-    fn notices_wake_a_sleeping_writer_at_most_once_per_delay() {
-        let (outbox, _) = counting_outbox(1000);
-        // As if the writer had taken a batch and gone to sleep in take_batch.
-        let writer_sleeps = || {
-            let mut queue = outbox.lock();
-            queue.writer_waiting = true;
-            queue.wake_requested = false;
-        };
-        writer_sleeps();
-        // Pushes like the registry does: ring the doorbell when told to.
-        let wakes = |urgency| {
-            let pushed = outbox.push_deferred(line("x\n"), urgency).map(|p| p.wake);
-            if let Ok(Some(ring)) = pushed {
-                outbox.doorbell().ring(ring);
-            }
-            pushed
-        };
-        let soon = Urgency::Within(Duration::from_secs(60));
-        assert_eq!(wakes(soon), Ok(Some(Ring::All)), "first notice wakes");
+    fn a_delivery_dropped_without_completing_gives_its_claims_up() {
+        let (queue, client) = new_outbox(1000, usize::MAX);
+        let mut delivery = Delivery::default();
+        delivery.note("bob", &queue, queue.push(lines("a\n")));
+        drop(delivery);
         assert_eq!(
-            wakes(Urgency::Now),
-            Ok(None),
-            "that ring covers what follows"
+            queue.push(lines("b\n")),
+            Ok(Pushed::Claimed),
+            "claimable again"
         );
-        writer_sleeps();
-        assert_eq!(wakes(soon), Ok(None), "the next notices wait");
-        let chat = wakes(Urgency::Now);
-        assert_eq!(chat, Ok(Some(Ring::Urgent)), "chat never waits");
-        writer_sleeps();
-        let now = Urgency::Within(Duration::ZERO);
-        let notice = wakes(now);
-        assert_eq!(
-            notice,
-            Ok(Some(Ring::All)),
-            "after the delay a notice wakes again"
-        );
-    }
-
-    #[test]
-    fn writer_takes_notices_only_when_rung_and_urgent_lines_at_once() {
-        // (doorbell rang, urgent line queued, state, lines queued) -> take them now?
-        let table = [
-            (false, false, State::Open, false, false),
-            (true, false, State::Open, false, false),
-            (false, false, State::Open, true, false), // only notices, just wrote: sleep
-            (true, false, State::Open, true, true),   // rang: take whatever is queued
-            (false, true, State::Open, true, true),   // chat may not wait
-            (false, false, State::Closing, true, true), // last lines before goodbye
-        ];
-        for (rang, urgent, state, has_lines, expected) in table {
-            let (outbox, _) = counting_outbox(1000);
-            let mut queue = outbox.lock();
-            if has_lines {
-                queue.append(line("x\n"));
-            }
-            queue.urgent = urgent;
-            queue.state = state;
-            let got = queue.ready_for_writer(rang);
-            assert_eq!(
-                got, expected,
-                "rang={rang} urgent={urgent} {state:?} {has_lines}"
-            );
-        }
-    }
-
-    #[test]
-    fn a_writer_lingers_only_after_a_burst_of_chat() {
-        // (entries written, any of them chat) -> pause, for a writer that is not busy
-        // (no previous write, so the room-sized pace does not apply).
-        let table = [
-            (1, true, Duration::ZERO),
-            (3, true, WRITER_LINGER),
-            (1, false, Duration::ZERO),
-            (3, false, Duration::ZERO), // a batch of joins: the next ones can wait
-        ];
-        for (entries, urgent, expected) in table {
-            let batch = Batch { entries, urgent };
-            assert_eq!(writer_pause(batch, None), expected, "{batch:?}");
-        }
-    }
-
-    /// Many writers on few doorbells, fed from several threads with chat and notices
-    /// mixed: every line reaches its own writer, in order, and every writer finishes.
-    #[test]
-    fn writers_sharing_doorbells_lose_nothing() {
-        const OUTBOXES: usize = 24;
-        const LINES: usize = 300;
-        let bells = Doorbells::new(3);
-        let outboxes: Vec<Arc<Outbox>> = (0..OUTBOXES)
-            .map(|_| {
-                Arc::new(Outbox::with_doorbell(
-                    1 << 20,
-                    Box::new(|| {}),
-                    bells.assign(),
-                ))
-            })
-            .collect();
-        let writers: Vec<_> = outboxes
-            .iter()
-            .map(|outbox| {
-                let outbox = Arc::clone(outbox);
-                std::thread::spawn(move || {
-                    let mut sink = Vec::new();
-                    run_writer(&outbox, &mut sink).map(|_| sink)
-                })
-            })
-            .collect();
-        let feeders: Vec<_> = (0..3)
-            .map(|feeder| {
-                let outboxes = outboxes.clone();
-                std::thread::spawn(move || {
-                    for n in 0..LINES {
-                        let urgency = if n % 7 == 0 {
-                            Urgency::Now
-                        } else {
-                            Urgency::Within(Duration::from_millis(5))
-                        };
-                        let mut rings = Rings::default();
-                        for outbox in outboxes.iter().skip(feeder).step_by(3) {
-                            let pushed = outbox.push_deferred(line(&format!("{n}\n")), urgency);
-                            if let Some(ring) = pushed.expect("room").wake {
-                                rings.add(outbox.doorbell(), ring);
-                            }
-                        }
-                        rings.ring();
-                    }
-                })
-            })
-            .collect();
-        for feeder in feeders {
-            feeder.join().expect("feeder");
-        }
-        // Notices wait for the flusher: ring the doorbells with lines waiting every
-        // millisecond, as the notice flusher does every 100. Every line must then reach its
-        // writer's socket without any other ring (a lost wake-up fails here; closing would
-        // wake everyone anyway).
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let marks: Vec<u64> = outboxes.iter().map(|outbox| outbox.mark()).collect();
-        let all_written = || {
-            let zero = Duration::ZERO;
-            (outboxes.iter().zip(&marks)).all(|(outbox, &mark)| outbox.wait_written(mark, zero))
-        };
-        while !all_written() {
-            assert!(Instant::now() < deadline, "lines stuck in a queue");
-            bells.ring_waiting(Duration::ZERO);
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        for outbox in &outboxes {
-            outbox.close();
-        }
-        let expected: String = (0..LINES).map(|n| format!("{n}\n")).collect();
-        for writer in writers {
-            let sink = writer.join().expect("writer thread").expect("vec write");
-            assert_eq!(String::from_utf8(sink).expect("utf-8"), expected);
-        }
-    }
-
-    /// A socket that queues a notice for its own client while the writer is in `write`.
-    struct NoticeDuringWrite {
-        outbox: Arc<Outbox>,
-        sent: Arc<Mutex<Vec<u8>>>,
-    }
-
-    impl Write for NoticeDuringWrite {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            let mut sent = self.sent.lock().expect("sink");
-            if sent.is_empty() {
-                let notice = Urgency::Within(Duration::from_secs(3600));
-                self.outbox
-                    .push_deferred(line("notice\n"), notice)
-                    .expect("room");
-            }
-            sent.extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    /// A notice queued while its writer writes rings nothing (the writer is awake); the
-    /// writer then sleeps with it queued. The notice flusher's ring must bring it out.
-    #[test]
-    fn a_notice_queued_during_a_write_goes_out_at_the_flushers_ring() {
-        let bells = Doorbells::new(1);
-        let outbox = Arc::new(Outbox::with_doorbell(1000, Box::new(|| {}), bells.assign()));
-        let sent = Arc::new(Mutex::new(Vec::new()));
-        let socket = NoticeDuringWrite {
-            outbox: Arc::clone(&outbox),
-            sent: Arc::clone(&sent),
-        };
-        let writer = {
-            let outbox = Arc::clone(&outbox);
-            std::thread::spawn(move || run_writer(&outbox, socket))
-        };
-        outbox.push(line("chat\n")).expect("room");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while outbox.mark() < 2 {
-            assert!(
-                Instant::now() < deadline,
-                "the writer never wrote the chat line"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        while !outbox.wait_written(2, Duration::from_millis(5)) {
-            assert!(Instant::now() < deadline, "the notice was never written");
-            bells.ring_waiting(Duration::ZERO);
-        }
-        outbox.close();
-        writer.join().expect("writer thread").expect("sink write");
-        assert_eq!(*sent.lock().expect("sink"), b"chat\nnotice\n");
-    }
-
-    #[test]
-    fn a_sender_writes_itself_only_to_a_sleeping_idle_writer_never_rung_nor_slow() {
-        let pace = Duration::from_millis(4);
-        let ago = |ms| Instant::now().checked_sub(Duration::from_millis(ms));
-        // (writer asleep, wake requested, a sender writing, slow, last write) -> may write?
-        let table = [
-            (true, false, false, false, None, true), // never written: idle
-            (true, false, false, false, ago(10), true), // last write 10 ms ago, pace 4
-            (true, false, false, false, ago(1), false), // busy: it batches instead
-            (false, false, false, false, None, false), // awake: it takes the line itself
-            (true, true, false, false, None, false), // a ring is on its way
-            (true, false, true, false, None, false), // another sender holds the socket
-            (true, false, false, true, None, false), // its socket was once full
-        ];
-        for (asleep, rung, writing, slow, last_write, expected) in table {
-            let (outbox, _) = counting_outbox(100);
-            let mut queue = outbox.lock();
-            queue.writer_waiting = asleep;
-            queue.wake_requested = rung;
-            queue.sender_writing = writing;
-            queue.slow = slow;
-            queue.last_write = last_write;
-            let row = format!("asleep={asleep} rung={rung} writing={writing} slow={slow}");
-            assert_eq!(
-                queue.sender_may_write(pace),
-                expected,
-                "{row} {last_write:?}"
-            );
-        }
-    }
-
-    /// An outbox whose senders write to a sink of their own. Each write takes at most
-    /// `takes` bytes, as a full socket times out after taking part; 0 means a `WouldBlock`.
-    fn outbox_with_sender_write(takes: usize) -> (Arc<Outbox>, Arc<Mutex<Vec<u8>>>) {
-        outbox_with_sender_write_and_doorbell(takes, Arc::new(Doorbell::new()))
-    }
-
-    fn outbox_with_sender_write_and_doorbell(
-        takes: usize,
-        doorbell: Arc<Doorbell>,
-    ) -> (Arc<Outbox>, Arc<Mutex<Vec<u8>>>) {
-        let by_senders = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&by_senders);
-        let write: SenderWrite = Box::new(move |bytes: &[u8]| {
-            if takes == 0 {
-                return Err(ErrorKind::WouldBlock.into());
-            }
-            let n = bytes.len().min(takes);
-            sink.lock().expect("sink").extend_from_slice(&bytes[..n]);
-            Ok(n)
-        });
-        let outbox = Outbox::with_doorbell(1000, Box::new(|| {}), doorbell);
-        let outbox = outbox.with_sender_write(write);
-        (Arc::new(outbox), by_senders)
-    }
-
-    /// A writer thread writing into a `Vec`, which it returns when it stops.
-    fn vec_writer(outbox: &Arc<Outbox>) -> std::thread::JoinHandle<std::io::Result<Vec<u8>>> {
-        let outbox = Arc::clone(outbox);
-        std::thread::spawn(move || {
-            let mut sink = Vec::new();
-            run_writer(&outbox, &mut sink).map(|()| sink)
-        })
-    }
-
-    fn wait_until_writer_sleeps(outbox: &Outbox) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !outbox.lock().writer_waiting {
-            assert!(Instant::now() < deadline, "the writer never went to sleep");
-            std::thread::yield_now();
-        }
-    }
-
-    #[test]
-    fn a_sender_writes_chat_to_an_idle_writers_client_itself() {
-        let (outbox, by_senders) = outbox_with_sender_write(usize::MAX);
-        let writer = vec_writer(&outbox);
-        wait_until_writer_sleeps(&outbox);
-        let first = outbox.push_deferred(line("hi\n"), Urgency::Now);
-        assert_eq!(first.map(|p| (p.write_through, p.wake)), Ok((true, None)));
-        // Queued before that sender writes: it goes in the same write, with no ring.
-        let second = outbox.push_deferred(line("again\n"), Urgency::Now);
-        assert_eq!(second.map(|p| (p.write_through, p.wake)), Ok((false, None)));
-        outbox.write_through(&mut Vec::new());
-        assert_eq!(*by_senders.lock().expect("sink"), b"hi\nagain\n");
-        assert!(
-            outbox.wait_written(2, Duration::ZERO),
-            "both lines count as written"
-        );
-        // Notices are never written by a sender: they wait to be batched.
-        let notice = outbox.push_deferred(line("notice\n"), Urgency::Within(Duration::ZERO));
-        assert_eq!(notice.map(|p| p.write_through), Ok(false));
-        outbox.close();
-        let by_writer = writer.join().expect("writer thread").expect("vec write");
-        assert_eq!(by_writer, b"notice\n");
-    }
-
-    #[test]
-    fn a_sender_write_cut_short_leaves_the_rest_to_the_writer_and_marks_the_client_slow() {
-        for takes in [3, 0] {
-            let (outbox, by_senders) = outbox_with_sender_write(takes);
-            let writer = vec_writer(&outbox);
-            wait_until_writer_sleeps(&outbox);
-            let pushed = outbox.push_deferred(line("hello\n"), Urgency::Now);
-            assert_eq!(pushed.map(|p| p.write_through), Ok(true), "takes {takes}");
-            outbox.write_through(&mut Vec::new());
-            assert!(
-                outbox.wait_written(1, Duration::from_secs(10)),
-                "takes {takes}: the writer never finished the line"
-            );
-            let again = outbox.push_deferred(line("again\n"), Urgency::Now);
-            assert_eq!(
-                again.map(|p| p.write_through),
-                Ok(false),
-                "takes {takes}: slow"
-            );
-            outbox.close();
-            let by_writer = writer.join().expect("writer thread").expect("vec write");
-            let (head, rest) = "hello\n".split_at(takes);
-            assert_eq!(*by_senders.lock().expect("sink"), head.as_bytes());
-            assert_eq!(
-                by_writer,
-                format!("{rest}again\n").as_bytes(),
-                "takes {takes}"
-            );
-        }
-    }
-
-    /// A takeover queues a notice for the old connection, which a sender may write, and
-    /// closes it: the writer must wait for that sender, then hang up.
-    #[test]
-    fn a_writer_closing_waits_for_the_senders_write_then_hangs_up() {
-        let bells = Doorbells::new(1);
-        let (outbox, by_senders) =
-            outbox_with_sender_write_and_doorbell(usize::MAX, bells.assign());
-        let (done, finished) = std::sync::mpsc::channel();
-        let writer = vec_writer(&outbox);
-        wait_until_writer_sleeps(&outbox);
-        let pushed = outbox.push_deferred(line("taken over\n"), Urgency::Now);
-        assert_eq!(pushed.map(|p| p.write_through), Ok(true));
-        outbox.close_deferred();
-        outbox.wake();
-        // The writer has woken, found the sender holding the socket, and slept again with
-        // the line queued (so its doorbell waits for a ring, which this one is).
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while bells.ring_waiting(Duration::ZERO) == 0 {
-            assert!(
-                Instant::now() < deadline,
-                "the writer did not leave the line to the sender"
-            );
-            std::thread::yield_now();
-        }
-        outbox.write_through(&mut Vec::new());
-        std::thread::spawn(move || done.send(writer.join()));
-        let joined = finished.recv_timeout(Duration::from_secs(10));
-        let by_writer = joined
-            .expect("the writer never stopped")
-            .expect("writer thread");
-        assert_eq!(by_writer.expect("vec write"), b"");
-        assert_eq!(*by_senders.lock().expect("sink"), b"taken over\n");
-    }
-
-    #[test]
-    fn hang_up_drops_queue_and_calls_transport() {
-        let (outbox, hangups) = counting_outbox(100);
-        outbox.push(line("never sent\n")).expect("room");
-        outbox.hang_up();
-        let mut written = Vec::new();
-        run_writer(&outbox, &mut written).expect("vec write");
-        assert!(written.is_empty());
-        assert!(hangups.load(Ordering::SeqCst) >= 1);
+        queue.write_queue(&mut Vec::new());
+        assert_eq!(client.lines(), ["a", "b"], "nothing lost");
     }
 }

@@ -217,6 +217,10 @@ pub enum Reply<'a> {
     HelpLine {
         line: &'static str,
     },
+    /// The client sends faster than its rate: its lines are read later, none are dropped.
+    SlowedDown {
+        per_sec: u32,
+    },
     Error(ErrorReply<'a>),
 }
 
@@ -232,8 +236,6 @@ pub enum ErrorReply<'a> {
     TooManyTries,
     NameJustTaken { name: &'a str },
     LineTooLong,
-    SlowDown,
-    Flooding,
     ServerFull,
     TooManyFromAddress,
     SignInTimeout { secs: u64 },
@@ -323,6 +325,11 @@ impl fmt::Display for Reply<'_> {
                 write!(f, "*   {name} {state}")
             }
             Reply::HelpLine { line } => write!(f, "* {line}"),
+            Reply::SlowedDown { per_sec } => write!(
+                f,
+                "* You are sending more than {per_sec} lines a second: your lines now go out \
+                 at that pace. None are dropped."
+            ),
             Reply::Error(e) => write!(f, "! {e}"),
         }
     }
@@ -382,8 +389,6 @@ impl fmt::Display for ErrorReply<'_> {
                 f,
                 "Line too long (limit {MAX_LINE_BYTES} bytes); it was not sent."
             ),
-            ErrorReply::SlowDown => write!(f, "Slow down: too many lines; that one was dropped."),
-            ErrorReply::Flooding => write!(f, "Disconnected for flooding."),
             ErrorReply::ServerFull => write!(f, "Server full; try again later."),
             ErrorReply::TooManyFromAddress => {
                 write!(

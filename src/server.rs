@@ -1,23 +1,20 @@
-//! The TCP transport: the listening socket, the accept loop, and two threads per client.
+//! The TCP side: the listening socket, the accept loop, and one thread per client.
 //!
-//! This module owns everything about sockets and threads: binding, admitting or refusing a
-//! connection (`--max-clients`, `--max-per-ip`), surviving resource exhaustion, and wiring
-//! each accepted socket to a session (reader thread) and an outbox (writer thread). It must
-//! not know the protocol: it hands lines to `session.rs` and bytes from `outbox.rs`.
+//! This module owns everything about accepting: binding, admitting or refusing a connection
+//! (`--max-clients`, `--max-per-ip`, the machine's capacity), surviving resource exhaustion,
+//! and running each accepted socket's session on its own thread. It must not know the
+//! protocol: it hands lines to `session.rs`, and the session's replies reach the socket
+//! through the client's `Outbox` (`outbox.rs`) and its `TcpTransport` (`transport.rs`).
 //!
 //! ```text
-//!   accept loop ──spawn──> reader thread: LineReader -> session::run -> registry (lock)
-//!                                 │ spawns                          │ pushes Arc<str>
-//!                                 v                                 v
-//!                          writer thread  <─────────────────  Outbox (SendQ)
-//!                          run_writer: one write() per batch -> the same socket
+//!   accept loop ──spawn──> client thread: LineReader -> session::run -> registry (lock)
+//!                                                                      │ pushes lines
+//!                          the client's Outbox <───────────────────────┘
+//!                          written by the sender that found it idle, after the lock,
+//!                          or by the client's writer thread while it has a backlog
 //! ```
 //!
-//! It also gives each outbox the socket's second way in, for a sender writing through to
-//! an idle writer's client (`sender_write`: one `write` with a 1 ms timeout).
-//!
-//! Two background threads run beside them: the stats logger (one log line a minute) and the
-//! notice flusher (wakes writers that sleep on batched join/leave notices).
+//! One background thread runs beside them: the stats logger (one log line a minute).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -29,20 +26,20 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::capacity::{Capacity, Machine};
 use crate::config::Config;
-use crate::limits::{
-    ACCEPT_BACKOFF, CLIENT_THREAD_STACK, NOTICE_FLUSH_INTERVAL, SENDER_PATIENCE, STATS_INTERVAL,
-    WRITE_TIMEOUT,
-};
+use crate::limits::{ACCEPT_BACKOFF, CLIENT_THREAD_STACK, STATS_INTERVAL};
 use crate::line_reader::{Line, LineReader, LineSource};
 use crate::log;
-use crate::outbox::{self, Hangup, Outbox};
+use crate::outbox::Outbox;
 use crate::protocol::{ErrorReply, Reply};
 use crate::registry;
 use crate::session;
 use crate::shared::Shared;
 use crate::stats;
 use crate::store::{Store, StoreError};
+use crate::threads::CLIENT_THREADS;
+use crate::transport::TcpTransport;
 
 /// Why the server could not start. `Display` is the one-line message for stderr.
 #[derive(Debug)]
@@ -93,6 +90,7 @@ pub struct Server {
     listener: TcpListener,
     shared: Arc<Shared>,
     admission: Arc<Admission>,
+    capacity: Capacity,
 }
 
 impl Server {
@@ -102,12 +100,18 @@ impl Server {
         let addr = SocketAddr::new(config.bind, config.port);
         let listener =
             TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
-        let admission = Arc::new(Admission::new(config.max_clients, config.max_per_ip));
+        let capacity = Capacity::of(&Machine::read(), config.sendq_bytes as u64);
+        CLIENT_THREADS.set(usize::try_from(capacity.threads).unwrap_or(usize::MAX));
+        let max_clients = usize::try_from(capacity.clients)
+            .unwrap_or(usize::MAX)
+            .min(config.max_clients);
+        let admission = Arc::new(Admission::new(max_clients, config.max_per_ip));
         let shared = Arc::new(Shared::new(config, store, registry));
         Ok(Server {
             listener,
             shared,
             admission,
+            capacity,
         })
     }
 
@@ -120,7 +124,6 @@ impl Server {
     pub fn run(self) {
         self.log_start();
         spawn_stats_logger(Arc::clone(&self.shared));
-        spawn_notice_flusher(Arc::clone(&self.shared));
         let mut reserve = open_reserve_fd();
         loop {
             match self.listener.accept() {
@@ -142,7 +145,7 @@ impl Server {
                 ("addr", &addr),
                 ("data_dir", &self.shared.store.dir().display()),
                 ("accounts", &accounts),
-                ("max_clients", &config.max_clients),
+                ("max_clients", &self.admission.max_total),
                 ("max_per_ip", &config.max_per_ip),
                 ("sign_in_timeout_s", &config.sign_in_timeout.as_secs()),
                 ("rate", &config.rate_per_sec),
@@ -151,12 +154,38 @@ impl Server {
                 ("kdf_iterations", &config.kdf_iterations),
             ],
         );
+        self.log_capacity();
         if config.kdf_iterations < crate::limits::DEFAULT_KDF_ITERATIONS {
             log::warn(
                 "kdf_iterations_lowered",
                 &[
                     ("iterations", &config.kdf_iterations),
                     ("note", &"insecure; for tests only"),
+                ],
+            );
+        }
+    }
+
+    /// Says how many clients this machine lets the server hold, which kernel limit binds,
+    /// and how to raise it; warns when `--max-clients` asked for more.
+    fn log_capacity(&self) {
+        let capacity = &self.capacity;
+        let fields: [(&str, &dyn fmt::Display); 4] = [
+            ("clients", &capacity.clients),
+            ("threads", &capacity.threads),
+            ("bound_by", &capacity.bound_by),
+            ("raise", &capacity.bound_by.how_to_raise()),
+        ];
+        log::info("capacity", &fields);
+        let asked = self.shared.config.max_clients;
+        if asked > self.admission.max_total {
+            log::warn(
+                "max_clients_lowered",
+                &[
+                    ("asked", &asked),
+                    ("max_clients", &self.admission.max_total),
+                    ("bound_by", &capacity.bound_by),
+                    ("raise", &capacity.bound_by.how_to_raise()),
                 ],
             );
         }
@@ -209,10 +238,9 @@ impl Server {
         let shared = Arc::clone(&self.shared);
         let stream = Arc::new(stream);
         let for_thread = Arc::clone(&stream);
-        let spawned = thread::Builder::new()
-            .name("client".into())
-            .stack_size(CLIENT_THREAD_STACK)
-            .spawn(move || serve_client(&shared, for_thread, peer, ticket));
+        let spawned = CLIENT_THREADS.spawn("client", move || {
+            serve_client(&shared, for_thread, peer, ticket)
+        });
         if let Err(e) = spawned {
             log::error("thread_spawn_failed", &[("peer", &peer), ("error", &e)]);
             refuse(&stream, ErrorReply::ServerFull);
@@ -232,84 +260,47 @@ fn open_reserve_fd() -> Option<File> {
     File::open("/dev/null").ok()
 }
 
-/// Body of a client's reader thread: start its writer, run its session, clean up. A panic
-/// in the session is caught here, logged, and treated like any other ending; the guards in
+/// Body of a client's thread: run its session, then close its outbox. A panic in the
+/// session is caught here, logged, and treated like any other ending; the guards in
 /// `session.rs` have already signed the user out while unwinding.
 fn serve_client(shared: &Shared, stream: Arc<TcpStream>, peer: SocketAddr, _ticket: Ticket) {
     stats::connection_opened();
     log::info("connect", &[("peer", &peer)]);
-    // The writer already batches everything queued into one write; Nagle's algorithm
-    // would only add delay on top of that.
-    let _ = stream.set_nodelay(true);
-    let hangup_stream = Arc::clone(&stream);
-    let hangup: Hangup = Box::new(move || {
-        let _ = hangup_stream.shutdown(Shutdown::Both);
-    });
-    // A peer that stops reading must not pin the writer thread forever.
-    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
-    let doorbell = shared.doorbells.assign();
-    let outbox = Outbox::with_doorbell(shared.config.sendq_bytes, hangup, doorbell)
-        .with_sender_write(sender_write(Arc::clone(&stream)));
-    let outbox = Arc::new(outbox);
-    let writer = match spawn_writer(Arc::clone(&outbox), Arc::clone(&stream), peer) {
-        Ok(writer) => writer,
-        Err(e) => {
-            log::error("thread_spawn_failed", &[("peer", &peer), ("error", &e)]);
-            refuse(&stream, ErrorReply::ServerFull);
-            stats::connection_closed();
-            return;
+    let reason = match TcpTransport::new(Arc::clone(&stream)) {
+        Ok(transport) => {
+            let outbox = Arc::new(Outbox::new(shared.config.sendq_bytes, Arc::new(transport)));
+            let reason = run_session(shared, &stream, peer, &outbox);
+            // The last lines (a goodbye) are written, then the connection is closed, by
+            // whoever writes to this client: this thread, or its writer thread.
+            outbox.finish(Ok(outbox.close()), &mut Vec::new());
+            reason
         }
+        Err(e) => format!("socket setup failed: {e}"),
     };
-    let mut lines = TcpLines::new(&stream);
-    lines.set_deadline(Some(Instant::now() + shared.config.sign_in_timeout));
-    let ran = panic::catch_unwind(AssertUnwindSafe(|| {
-        session::run(shared, peer, &mut lines, &outbox)
-    }));
-    let reason = match &ran {
-        Ok(ending) if outbox.is_aborted() => format!("{ending} (connection cut)"),
-        Ok(ending) => ending.to_string(),
-        Err(_) => "panic in session thread".to_string(),
-    };
-    if ran.is_err() {
-        log::error("session_panicked", &[("peer", &peer)]);
-    }
-    outbox.close();
-    let _ = writer.join();
-    let _ = stream.shutdown(Shutdown::Both);
     stats::connection_closed();
     log::info("disconnect", &[("peer", &peer), ("reason", &reason)]);
 }
 
-fn spawn_writer(
-    outbox: Arc<Outbox>,
-    stream: Arc<TcpStream>,
+/// Runs the session on `stream` and says why it ended, for the log.
+fn run_session(
+    shared: &Shared,
+    stream: &TcpStream,
     peer: SocketAddr,
-) -> io::Result<thread::JoinHandle<()>> {
-    thread::Builder::new()
-        .name("client-writer".into())
-        .stack_size(CLIENT_THREAD_STACK)
-        .spawn(move || {
-            if let Err(e) = outbox::run_writer(&outbox, &*stream) {
-                log::debug("write_failed", &[("peer", &peer), ("error", &e)]);
-            }
-        })
-}
-
-/// How a sender writes to this client itself (see `Outbox::write_through`): the socket's
-/// write timeout, shared with the writer thread, is lowered to [`SENDER_PATIENCE`] for one
-/// `write` and put back. Only whoever holds the socket (the outbox says who) changes it.
-fn sender_write(stream: Arc<TcpStream>) -> outbox::SenderWrite {
-    Box::new(move |bytes| {
-        stream.set_write_timeout(Some(SENDER_PATIENCE))?;
-        let written = loop {
-            match (&*stream).write(bytes) {
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                other => break other,
-            }
-        };
-        stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
-        written
-    })
+    outbox: &Arc<Outbox>,
+) -> String {
+    let mut lines = TcpLines::new(stream);
+    lines.set_deadline(Some(Instant::now() + shared.config.sign_in_timeout));
+    let ran = panic::catch_unwind(AssertUnwindSafe(|| {
+        session::run(shared, peer, &mut lines, outbox)
+    }));
+    match ran {
+        Ok(ending) if outbox.is_closed() => format!("{ending} (connection cut)"),
+        Ok(ending) => ending.to_string(),
+        Err(_) => {
+            log::error("session_panicked", &[("peer", &peer)]);
+            "panic in session thread".to_string()
+        }
+    }
 }
 
 /// The sign-in deadline for a TCP socket: before each read the socket's read timeout is set
@@ -450,26 +441,6 @@ fn spawn_periodic(name: &'static str, interval: Duration, mut tick: impl FnMut()
     }
 }
 
-/// Every [`NOTICE_FLUSH_INTERVAL`], pushes the join and leave notices a large room kept
-/// back (`Registry::flush_notices`), then rings the doorbells behind which notices have
-/// waited longer than the notice delay (see `registry::notice_delay`), so no notice waits
-/// much longer. It visits the doorbells, not the users, unless notices were kept: on a
-/// server with 10,000 users, visiting every outbox ten times a second cost 5% of a core
-/// even when idle.
-fn spawn_notice_flusher(shared: Arc<Shared>) {
-    spawn_periodic("notice-flusher", NOTICE_FLUSH_INTERVAL, move || {
-        let (online, delivery) = {
-            let mut registry = registry::lock(&shared.registry);
-            (registry.online_count(), registry.flush_notices())
-        };
-        shared
-            .doorbells
-            .ring_waiting(registry::notice_delay(online));
-        // Last: it may wait for writers short of CPU, which then only stretches the tick.
-        delivery.complete();
-    });
-}
-
 /// Logs one stats line per interval: users online, connections, traffic, queue drops.
 fn spawn_stats_logger(shared: Arc<Shared>) {
     spawn_periodic("stats", STATS_INTERVAL, move || {
@@ -486,49 +457,4 @@ fn spawn_stats_logger(shared: Arc<Shared>) {
             ],
         );
     });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::net::TcpListener;
-
-    /// A client that stopped reading must not hold a sender for the writer's 30 s: the
-    /// sender's write comes back short within its patience, and the socket's timeout is
-    /// the writer's again afterwards.
-    #[test]
-    fn a_senders_write_to_a_client_that_stopped_reading_gives_up_at_once() {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
-        let (server_side, _) = listener.accept().expect("accept");
-        let stream = Arc::new(server_side);
-        stream
-            .set_write_timeout(Some(WRITE_TIMEOUT))
-            .expect("timeout");
-        let write = sender_write(Arc::clone(&stream));
-        let chunk = vec![b'x'; 64 << 10];
-        let mut sent = 0;
-        let short = loop {
-            let started = Instant::now();
-            match write(&chunk) {
-                Ok(n) if n == chunk.len() => sent += n,
-                Ok(_) => break started.elapsed(),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break started.elapsed(),
-                Err(e) => panic!("write failed: {e}"),
-            }
-            assert!(
-                sent < 256 << 20,
-                "256 MiB taken by a client that never reads"
-            );
-        };
-        assert!(
-            short < WRITE_TIMEOUT / 2,
-            "the full socket held the sender {short:?}"
-        );
-        assert_eq!(
-            stream.write_timeout().expect("timeout"),
-            Some(WRITE_TIMEOUT)
-        );
-        drop(client);
-    }
 }

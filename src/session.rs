@@ -7,22 +7,22 @@
 //! `SignedIn` state, so nothing typed before sign-in can reach another user.
 //!
 //! Locks are taken in short, visible blocks, and every slow thing (hashing, sleeping before
-//! a password check, fsync, waiting for room in the outbox) happens outside the registry lock.
-//! Public lines that arrive in one read go out together, as one burst (`Presence::burst`).
+//! a password check, fsync, waiting for room in the outbox, writing to other clients once a
+//! delivery is decided) happens outside the registry lock. Public lines that arrive in one
+//! read go out together, as one burst (`Presence::burst`). A client over its rate is made
+//! to wait before its next line is read, so its lines arrive late but all of them arrive.
 
 use std::fmt;
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::clock;
-use crate::limits::{
-    ASKED_REPLY_WAIT, MAX_BURST_BYTES, MAX_FLOOD_STRIKES, MAX_PASSWORD_BYTES, MAX_PASSWORD_TRIES,
-};
+use crate::limits::{ASKED_REPLY_WAIT, MAX_BURST_BYTES, MAX_PASSWORD_BYTES, MAX_PASSWORD_TRIES};
 use crate::line_reader::{Line, LineSource};
 use crate::log;
-use crate::outbox::{Outbox, PushError};
+use crate::outbox::{Entry, Outbox, PushError};
 use crate::password::PasswordHash;
 use crate::protocol::{self, Command, ErrorReply, HELP, Reply, name_key};
 use crate::ratelimit::TokenBucket;
@@ -30,8 +30,9 @@ use crate::registry::{self, Mail, PrivateOutcome, PublicBurst, SendError, Sessio
 use crate::shared::Shared;
 use crate::store::Record;
 
-/// A pause this long without a dropped line forgives earlier flooding.
-const FLOOD_FORGIVE: Duration = Duration::from_secs(10);
+/// Replies the client asked for are sent in entries of about this many bytes: one write
+/// for a page of the user list, not one per line.
+const REPLY_CHUNK_BYTES: usize = 4 * 1024;
 
 /// Why a session ended; `Display` is the reason written to the log.
 #[derive(Debug)]
@@ -41,7 +42,6 @@ pub enum Ending {
     Hangup,
     TooManyTries,
     SignInTimeout,
-    Flooding,
     /// The client's own outbox refused a reply: it is not reading.
     OutboxClosed,
     ReadError(io::Error),
@@ -54,7 +54,6 @@ impl fmt::Display for Ending {
             Ending::Hangup => write!(f, "hangup"),
             Ending::TooManyTries => write!(f, "too many wrong passwords"),
             Ending::SignInTimeout => write!(f, "sign-in timeout"),
-            Ending::Flooding => write!(f, "flooding"),
             Ending::OutboxClosed => write!(f, "outbound queue closed"),
             Ending::ReadError(e) => write!(f, "read error: {e}"),
         }
@@ -124,8 +123,8 @@ struct Session<'a> {
     peer: SocketAddr,
     outbox: &'a Arc<Outbox>,
     bucket: TokenBucket,
-    strikes: u32,
-    last_strike: Instant,
+    /// The client was told its lines are being slowed; not again until it has calmed down.
+    told_slowed: bool,
 }
 
 /// Runs one client's session to its end. `lines` should already carry the sign-in
@@ -143,8 +142,7 @@ pub fn run(
         peer,
         outbox,
         bucket: TokenBucket::new(config.rate_burst, config.rate_per_sec, now),
-        strikes: 0,
-        last_strike: now,
+        told_slowed: false,
     };
     if session.say(Reply::Greeting).is_err() {
         return Ending::OutboxClosed;
@@ -167,6 +165,14 @@ pub fn run(
             }
             Err(e) => return Ending::ReadError(e),
         };
+        // Cut meanwhile (taken over, queue overflowed, client gone): the rest of what
+        // it sent is for nobody.
+        if outbox.is_closed() {
+            return Ending::Hangup;
+        }
+        if let Err(ending) = session.pace(&mut state) {
+            return ending;
+        }
         let text = match session.admit(line) {
             Ok(Some(text)) => text,
             Ok(None) => continue,
@@ -184,17 +190,37 @@ fn is_timeout(e: &io::Error) -> bool {
 }
 
 impl<'a> Session<'a> {
-    /// Queues one reply for this client. Our own outbox refusing means we are done.
+    /// Sends one reply to this client. Our own outbox refusing means we are done.
     fn say(&self, reply: Reply) -> Result<(), Ending> {
         self.outbox
-            .push(reply.to_line())
+            .send(Entry::Lines(reply.to_line()))
             .map_err(|e| self.outbox_refused(e))
     }
 
-    /// Queues a reply the client asked for, waiting for room if needed (outside all locks).
-    fn say_patiently(&self, reply: Reply) -> Result<(), Ending> {
+    /// Sends replies the client asked for, a few KiB per queue entry, waiting for room if
+    /// needed (outside all locks): only this client is delayed by its own long list.
+    fn say_all_patiently<'r>(
+        &self,
+        replies: impl IntoIterator<Item = Reply<'r>>,
+    ) -> Result<(), Ending> {
+        use std::fmt::Write;
+        let mut chunk = String::new();
+        for reply in replies {
+            // Writing to a String cannot fail.
+            let _ = writeln!(chunk, "{reply}");
+            if chunk.len() >= REPLY_CHUNK_BYTES {
+                self.push_patiently(std::mem::take(&mut chunk))?;
+            }
+        }
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        self.push_patiently(chunk)
+    }
+
+    fn push_patiently(&self, lines: String) -> Result<(), Ending> {
         self.outbox
-            .push_wait(reply.to_line(), ASKED_REPLY_WAIT)
+            .push_wait(Entry::Lines(Arc::from(lines)), ASKED_REPLY_WAIT)
             .map_err(|e| self.outbox_refused(e))
     }
 
@@ -214,29 +240,34 @@ impl<'a> Session<'a> {
         self.say(Reply::Error(error))
     }
 
-    /// Applies the rate limit and the line-length limit. `Ok(None)`: nothing to execute.
-    fn admit(&mut self, line: Line) -> Result<Option<String>, Ending> {
+    /// The rate limit: a line over the client's rate waits until the rate allows it, and
+    /// meanwhile the client's next lines wait unread in its socket (TCP then slows the
+    /// client down). The public lines already read go out first, and the client is told,
+    /// once, that it is being slowed.
+    fn pace(&mut self, state: &mut State) -> Result<(), Ending> {
         let now = Instant::now();
-        if !self.bucket.try_take(now) {
-            if now.duration_since(self.last_strike) > FLOOD_FORGIVE {
-                self.strikes = 0;
-            }
-            self.strikes += 1;
-            self.last_strike = now;
-            if self.strikes >= MAX_FLOOD_STRIKES {
-                let _ = self.error(ErrorReply::Flooding);
-                log::warn(
-                    "rate_limit",
-                    &[("peer", &self.peer), ("action", &"disconnect")],
-                );
-                return Err(Ending::Flooding);
-            }
-            if self.strikes == 1 {
-                log::info("rate_limit", &[("peer", &self.peer), ("action", &"drop")]);
-                self.error(ErrorReply::SlowDown)?;
-            }
-            return Ok(None);
+        if self.bucket.is_full(now) {
+            self.told_slowed = false;
         }
+        let wait = self.bucket.take(now);
+        if wait.is_zero() {
+            return Ok(());
+        }
+        if let State::SignedIn(presence) = state {
+            presence.send_burst();
+        }
+        if !self.told_slowed {
+            self.told_slowed = true;
+            log::info("rate_limit", &[("peer", &self.peer), ("action", &"delay")]);
+            let per_sec = self.shared.config.rate_per_sec;
+            self.say(Reply::SlowedDown { per_sec })?;
+        }
+        std::thread::sleep(wait);
+        Ok(())
+    }
+
+    /// Applies the line-length limit. `Ok(None)`: nothing to execute.
+    fn admit(&self, line: Line) -> Result<Option<String>, Ending> {
         match line {
             Line::Text(text) => Ok(Some(text)),
             Line::TooLong => {
@@ -449,17 +480,17 @@ impl<'a> Session<'a> {
     }
 
     fn queue_mail(&self, mail: &[Mail]) -> Result<(), Ending> {
-        self.say_patiently(Reply::StoredHeader { count: mail.len() })?;
-        for m in mail {
-            let sent_at = clock::rfc3339_secs(m.sent_at);
-            let (from, text) = (&m.from, &m.text);
-            self.say_patiently(Reply::Stored {
-                from,
-                sent_at: &sent_at,
-                text,
-            })?;
-        }
-        Ok(())
+        let sent_at: Vec<String> = mail
+            .iter()
+            .map(|m| clock::rfc3339_secs(m.sent_at))
+            .collect();
+        let header = Reply::StoredHeader { count: mail.len() };
+        let stored = mail.iter().zip(&sent_at).map(|(m, sent_at)| Reply::Stored {
+            from: &m.from,
+            sent_at,
+            text: &m.text,
+        });
+        self.say_all_patiently(std::iter::once(header).chain(stored))
     }
 
     fn on_command(&self, me: &mut Presence, text: &str) -> Result<(), Ending> {
@@ -491,9 +522,9 @@ impl<'a> Session<'a> {
             }
             Command::Private { to, text } => self.private(me, &to, &text),
             Command::ListUsers => self.list_users(),
-            Command::Help => HELP
-                .iter()
-                .try_for_each(|&line| self.say_patiently(Reply::HelpLine { line })),
+            Command::Help => {
+                self.say_all_patiently(HELP.iter().map(|&line| Reply::HelpLine { line }))
+            }
             Command::Quit => {
                 self.say(Reply::Goodbye { name: &me.name })?;
                 Err(Ending::Quit)
@@ -546,17 +577,15 @@ impl<'a> Session<'a> {
     fn list_users(&self) -> Result<(), Ending> {
         let users = registry::lock(&self.shared.registry).users();
         let online = users.iter().filter(|(_, on)| *on).count();
-        self.say_patiently(Reply::UserListHeader {
+        let header = Reply::UserListHeader {
             total: users.len(),
             online,
-        })?;
-        for (name, online) in &users {
-            self.say_patiently(Reply::UserListEntry {
-                name,
-                online: *online,
-            })?;
-        }
-        Ok(())
+        };
+        let entries = users.iter().map(|(name, online)| Reply::UserListEntry {
+            name,
+            online: *online,
+        });
+        self.say_all_patiently(std::iter::once(header).chain(entries))
     }
 
     /// Logs chat text only when the operator asked for it (`--log-messages`).

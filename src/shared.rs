@@ -1,15 +1,12 @@
 //! `Shared`: what every client thread holds a reference to.
 //!
 //! This module owns nothing but the bundle itself: the registry behind its mutex, the store,
-//! the password hasher, the sign-in throttle, the writers' doorbells and the configuration.
-//! Each part has its own module and its own lock; keeping them in one struct only saves
-//! passing six arguments.
+//! the password hasher, the sign-in throttle and the configuration. Each part has its own
+//! module and its own lock; keeping them in one struct only saves passing five arguments.
 
 use std::sync::{Arc, Mutex};
 
 use crate::config::Config;
-use crate::doorbell::Doorbells;
-use crate::limits::WRITER_DOORBELLS;
 use crate::password::Hasher;
 use crate::registry::{Registry, SharedRegistry};
 use crate::store::Store;
@@ -21,8 +18,6 @@ pub struct Shared {
     pub store: Store,
     pub hasher: Hasher,
     pub throttle: LoginThrottle,
-    /// Handed out in turn to new writers (see `doorbell.rs`).
-    pub doorbells: Doorbells,
     pub config: Config,
 }
 
@@ -34,7 +29,6 @@ impl Shared {
             store,
             hasher: Hasher::new(config.kdf_iterations),
             throttle: LoginThrottle::new(),
-            doorbells: Doorbells::new(WRITER_DOORBELLS),
             config,
         }
     }

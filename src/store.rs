@@ -435,6 +435,7 @@ mod tests {
     use super::*;
     use crate::outbox::Outbox;
     use crate::registry::PrivateOutcome;
+    use crate::transport::MemoryTransport;
     use std::sync::Arc;
 
     fn temp_dir(name: &str) -> PathBuf {
@@ -574,7 +575,7 @@ mod tests {
             // Signing in empties the registry's mailbox before delivery is recorded; a
             // compaction in that gap must not lose the message.
             let registry = Mutex::new(registry);
-            let outbox = Arc::new(Outbox::new(1024, Box::new(|| {})));
+            let outbox = Arc::new(Outbox::new(1024, MemoryTransport::new(usize::MAX)));
             let signed_in = registry::lock(&registry).sign_in("bob", outbox);
             assert_eq!(signed_in.map(|s| s.mail.len()), Some(1));
             writer.compact(&registry).expect("compact");
