@@ -169,6 +169,68 @@ fn make_install_honours_destdir_and_prefix() {
     );
 }
 
+/// The unit's own "check it" comment works as written once `make install` ran: the file it
+/// names is where `make install` (default PREFIX) puts the unit, and that file passes the
+/// check, given the binary its ExecStart names (here, the staged one).
+#[test]
+fn unit_file_check_comment_names_the_file_make_install_writes() {
+    let unit = unit_file();
+    let comment: Vec<&str> = unit.lines().take_while(|l| l.starts_with('#')).collect();
+    assert!(
+        comment.iter().any(|l| l.contains("after `make install`")),
+        "the comment says to install first: {comment:#?}"
+    );
+    let checked = comment
+        .iter()
+        .find_map(|l| {
+            l.trim_start_matches(['#', ' '])
+                .strip_prefix("systemd-analyze verify ")
+        })
+        .unwrap_or_else(|| panic!("no systemd-analyze verify line in {comment:#?}"));
+    let dest = TempDir::new("destdir-default");
+    let out = run(
+        "make",
+        &[
+            "--no-print-directory",
+            "--old-file",
+            &server_binary().display().to_string(),
+            "install",
+            &format!("DESTDIR={}", dest.path().display()),
+            &format!("STATIC_BIN={}", server_binary().display()),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "make install failed: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let installed = dest.path().join(checked.trim_start_matches('/'));
+    assert!(
+        installed.is_file(),
+        "the comment checks {checked}, which make install did not write"
+    );
+    if !available("systemd-analyze") {
+        skip_or_fail(
+            "unit_file_check_comment_names_the_file_make_install_writes",
+            "PTCHAT_REQUIRE_SYSTEMD_ANALYZE",
+            "systemd-analyze is not installed; the installed unit was not verified",
+        );
+        return;
+    }
+    let binary = dest.path().join("usr/local/bin/chat_server");
+    let staged = fs::read_to_string(&installed)
+        .expect("installed unit")
+        .replace("/usr/local/bin/chat_server", &binary.display().to_string());
+    fs::write(&installed, staged).expect("point the unit at the staged binary");
+    let out = run(
+        "systemd-analyze",
+        &["verify", &installed.display().to_string()],
+    );
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success() && said.is_empty(), "verify: {said}");
+}
+
 fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in fs::read_dir(dir).expect("read dir") {
         let path = entry.expect("dir entry").path();
