@@ -108,7 +108,8 @@ fn bad_arguments_print_usage_on_stderr_and_exit_2() {
     let rows: &[(&[&str], &str)] = &[
         (&["--frobnicate"], "unknown option '--frobnicate'"),
         (&["-p", "1"], "unknown option '-p'"),
-        (&["70000"], "PORT: '70000' is not a valid number"),
+        (&["70000"], "PORT: '70000' is out of range (0-65535)"),
+        (&["99999"], "PORT: '99999' is out of range (0-65535)"),
         (&["not-a-port"], "PORT: 'not-a-port' is not a valid number"),
         (&["1", "2"], "unexpected argument '2'"),
         (&["--bind"], "--bind needs a value"),
