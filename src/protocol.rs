@@ -369,7 +369,8 @@ impl fmt::Display for ErrorReply<'_> {
             ErrorReply::EmptyPassword => write!(f, "The password cannot be empty. Try again:"),
             ErrorReply::PasswordTooLong => write!(f, "That password is too long. Try again:"),
             ErrorReply::WrongPassword { tries_left } => {
-                write!(f, "Wrong password ({tries_left} tries left). Try again:")
+                let tries = if *tries_left == 1 { "try" } else { "tries" };
+                write!(f, "Wrong password ({tries_left} {tries} left). Try again:")
             }
             ErrorReply::TooManyTries => write!(f, "Too many wrong passwords; goodbye."),
             ErrorReply::NameJustTaken { name } => {
@@ -572,6 +573,21 @@ mod tests {
             (
                 Reply::Error(ErrorReply::Parse(ParseError::UnknownCommand)),
                 "! Unknown command; type ~:h: for help.",
+            ),
+            (
+                Reply::Error(ErrorReply::WrongPassword { tries_left: 2 }),
+                "! Wrong password (2 tries left). Try again:",
+            ),
+            (
+                Reply::Error(ErrorReply::WrongPassword { tries_left: 1 }),
+                "! Wrong password (1 try left). Try again:",
+            ),
+            (
+                Reply::UserListHeader {
+                    total: 1,
+                    online: 1,
+                },
+                "* Users: 1 (1 online)",
             ),
         ];
         for (reply, expected) in rows {
