@@ -5,6 +5,11 @@
 //! interpret lines (that is `protocol.rs`) or know which transport the bytes come from, so a
 //! TCP socket, a test's byte slice or a future WebSocket all read the same way.
 //!
+//! A `\n` always ends a line, even inside a telnet command or an escape sequence: those are
+//! dropped line by line, by `clean_line`. A telnet client sends a `\n` inside a command only
+//! in a subnegotiation, which it sends only when the server asked for one, and this server
+//! never asks.
+//!
 //! The budget is the point: a client that sends a megabyte without a newline costs this
 //! reader at most [`MAX_LINE_BYTES`] (plus one byte for a `\r`) and one read buffer, never
 //! more.
@@ -210,10 +215,18 @@ mod tests {
             (b"a\r\nb\n".to_vec(), vec![text("a"), text("b")]),
             (b"\n\n".to_vec(), vec![text(""), text("")]),
             (b"no newline".to_vec(), vec![text("no newline")]),
-            (b"lone\rcr\n".to_vec(), vec![text("lone\u{FFFD}cr")]),
+            (b"lone\rcr\n".to_vec(), vec![text("lonecr")]),
             (b"cr at end\r".to_vec(), vec![text("cr at end")]),
-            (b"nul\0\n".to_vec(), vec![text("nul\u{FFFD}")]),
-            (b"\xff\xfe\n".to_vec(), vec![text("\u{FFFD}\u{FFFD}")]),
+            (b"nul\0\n".to_vec(), vec![text("nul")]),
+            (b"\xfe\xff\n".to_vec(), vec![text("\u{FFFD}\u{FFFD}")]),
+            // A `\n` ends the line even inside a telnet command or an escape sequence.
+            (b"\xff\xfd\nhi\n".to_vec(), vec![text(""), text("hi")]),
+            (
+                b"\xff\xfa\x1f\nhi\xff\xf0\n".to_vec(),
+                vec![text(""), text("hi")],
+            ),
+            (b"\x1b]0;t\nhi\x07\n".to_vec(), vec![text(""), text("hi")]),
+            (b"\x1b[A~:lu:\r\n".to_vec(), vec![text("~:lu:")]),
             (format!("{exact}\n").into_bytes(), vec![text(&exact)]),
             (format!("{exact}\r\n").into_bytes(), vec![text(&exact)]),
             (
