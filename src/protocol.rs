@@ -504,9 +504,10 @@ impl fmt::Display for Reply<'_> {
                 write!(f, "[private, sent {sent_at}] {from}: {text}")
             }
             Reply::StoredHeader { count } => {
+                let messages = if *count == 1 { "message" } else { "messages" };
                 write!(
                     f,
-                    "* {count} private message(s) arrived while you were away:"
+                    "* {count} private {messages} arrived while you were away:"
                 )
             }
             Reply::PrivateDelivered { to } => write!(f, "* Private message delivered to {to}."),
@@ -895,6 +896,14 @@ mod tests {
             (
                 Reply::Error(ErrorReply::WrongPassword { tries_left: 1 }),
                 "! Wrong password (1 try left). Try again:",
+            ),
+            (
+                Reply::StoredHeader { count: 1 },
+                "* 1 private message arrived while you were away:",
+            ),
+            (
+                Reply::StoredHeader { count: 2 },
+                "* 2 private messages arrived while you were away:",
             ),
             (
                 Reply::UserListHeader {

@@ -383,7 +383,7 @@ fn private_message_to_an_offline_user_is_delivered_at_next_sign_in() {
     bob.sign_in("bob", "pw-b");
     assert_eq!(
         bob.next_line(),
-        "* 2 private message(s) arrived while you were away:"
+        "* 2 private messages arrived while you were away:"
     );
     for text in ["first", "second"] {
         let line = bob.next_line();
