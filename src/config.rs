@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::num::IntErrorKind;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -188,10 +189,38 @@ fn apply_flag(config: &mut Config, name: &str, value: &str) -> Result<(), UsageE
     Ok(())
 }
 
-fn parse_number<T: std::str::FromStr>(value: &str, what: &str) -> Result<T, UsageError> {
-    value
-        .parse()
-        .map_err(|_| UsageError(format!("{what}: '{value}' is not a valid number")))
+/// An unsigned number for a flag or the port: "out of range" for digits too large for it,
+/// "not a valid number" for anything else.
+fn parse_number<T: Number>(value: &str, what: &str) -> Result<T, UsageError> {
+    let out_of_range = || UsageError(format!("{what}: '{value}' is out of range (0-{})", T::MAX));
+    match value.parse::<u64>() {
+        Ok(n) => T::try_from(n).map_err(|_| out_of_range()),
+        Err(e) if *e.kind() == IntErrorKind::PosOverflow => Err(out_of_range()),
+        Err(_) => Err(UsageError(format!(
+            "{what}: '{value}' is not a valid number"
+        ))),
+    }
+}
+
+/// The unsigned integer types a flag can hold, with their largest value for the error line.
+trait Number: TryFrom<u64> {
+    const MAX: u64;
+}
+
+impl Number for u16 {
+    const MAX: u64 = u16::MAX as u64;
+}
+
+impl Number for u32 {
+    const MAX: u64 = u32::MAX as u64;
+}
+
+impl Number for u64 {
+    const MAX: u64 = u64::MAX;
+}
+
+impl Number for usize {
+    const MAX: u64 = usize::MAX as u64;
 }
 
 #[cfg(test)]
@@ -255,8 +284,21 @@ mod tests {
                 serve(|c| c.sign_in_timeout = Duration::from_secs(5)),
             ),
             (&["--sendq", "4096"], serve(|c| c.sendq_bytes = 4096)),
-            (&["70000"], error("PORT: '70000' is not a valid number")),
+            (&["65535"], serve(|c| c.port = 65535)),
+            (&["65536"], error("PORT: '65536' is out of range (0-65535)")),
+            (&["99999"], error("PORT: '99999' is out of range (0-65535)")),
+            (
+                &["99999999999999999999999"],
+                error("PORT: '99999999999999999999999' is out of range (0-65535)"),
+            ),
             (&["abc"], error("PORT: 'abc' is not a valid number")),
+            (&["-1"], error("unknown option '-1'")),
+            (&["8o81"], error("PORT: '8o81' is not a valid number")),
+            (&[""], error("PORT: '' is not a valid number")),
+            (
+                &["--rate", "4294967296"],
+                error("--rate: '4294967296' is out of range (0-4294967295)"),
+            ),
             (&["1", "2"], error("unexpected argument '2'")),
             (&["--bind"], error("--bind needs a value")),
             (

@@ -5,8 +5,14 @@
 //! interpret lines (that is `protocol.rs`) or know which transport the bytes come from, so a
 //! TCP socket, a test's byte slice or a future WebSocket all read the same way.
 //!
+//! A `\n` always ends a line, even inside a telnet command or an escape sequence: those are
+//! dropped line by line, by `clean_line`. A telnet client sends a `\n` inside a command only
+//! in a subnegotiation, which it sends only when the server asked for one, and this server
+//! never asks.
+//!
 //! The budget is the point: a client that sends a megabyte without a newline costs this
-//! reader at most [`MAX_LINE_BYTES`] plus one read buffer, never more.
+//! reader at most [`MAX_LINE_BYTES`] (plus one byte for a `\r`) and one read buffer, never
+//! more.
 
 use std::io::{self, ErrorKind, Read};
 use std::time::Instant;
@@ -131,7 +137,7 @@ impl<R: Read> LineReader<R> {
             // The whole line is in the buffer: no need to gather it first.
             return Some(finish_line(piece));
         }
-        self.partial.extend_from_slice(piece);
+        gather(&mut self.partial, piece);
         newline.is_some().then(|| self.complete_line())
     }
 
@@ -147,6 +153,18 @@ impl<R: Read> LineReader<R> {
         }
         Some(self.complete_line())
     }
+}
+
+/// Appends `piece` to the line gathered so far. The buffer grows as a `Vec` does, doubling,
+/// but never beyond the longest line it may hold, so the budget holds for its capacity too,
+/// not only for its length. The caller has checked that `piece` fits.
+fn gather(partial: &mut Vec<u8>, piece: &[u8]) {
+    let needed = partial.len() + piece.len();
+    if needed > partial.capacity() {
+        let grown = (2 * partial.capacity()).min(MAX_LINE_BYTES + 1).max(needed);
+        partial.reserve_exact(grown - partial.len());
+    }
+    partial.extend_from_slice(piece);
 }
 
 /// A line's bytes without their `\n` made into a [`Line`]: a `\r` before the `\n` is
@@ -197,10 +215,18 @@ mod tests {
             (b"a\r\nb\n".to_vec(), vec![text("a"), text("b")]),
             (b"\n\n".to_vec(), vec![text(""), text("")]),
             (b"no newline".to_vec(), vec![text("no newline")]),
-            (b"lone\rcr\n".to_vec(), vec![text("lone\u{FFFD}cr")]),
+            (b"lone\rcr\n".to_vec(), vec![text("lonecr")]),
             (b"cr at end\r".to_vec(), vec![text("cr at end")]),
-            (b"nul\0\n".to_vec(), vec![text("nul\u{FFFD}")]),
-            (b"\xff\xfe\n".to_vec(), vec![text("\u{FFFD}\u{FFFD}")]),
+            (b"nul\0\n".to_vec(), vec![text("nul")]),
+            (b"\xfe\xff\n".to_vec(), vec![text("\u{FFFD}\u{FFFD}")]),
+            // A `\n` ends the line even inside a telnet command or an escape sequence.
+            (b"\xff\xfd\nhi\n".to_vec(), vec![text(""), text("hi")]),
+            (
+                b"\xff\xfa\x1f\nhi\xff\xf0\n".to_vec(),
+                vec![text(""), text("hi")],
+            ),
+            (b"\x1b]0;t\nhi\x07\n".to_vec(), vec![text(""), text("hi")]),
+            (b"\x1b[A~:lu:\r\n".to_vec(), vec![text("~:lu:")]),
             (format!("{exact}\n").into_bytes(), vec![text(&exact)]),
             (format!("{exact}\r\n").into_bytes(), vec![text(&exact)]),
             (
@@ -260,14 +286,69 @@ mod tests {
     }
 
     #[test]
-    fn endless_line_is_reported_once_and_memory_stays_bounded() {
+    fn endless_line_is_reported_once() {
         let mut input = vec![b'y'; 1 << 20];
         input.extend_from_slice(b"\nafter\n");
         assert_eq!(lines(&input, 4096), vec![Line::TooLong, text("after")]);
+    }
 
-        let mut reader = LineReader::new(&input[..]);
-        assert_eq!(reader.read_line().ok().flatten(), Some(Line::TooLong));
-        assert!(reader.partial.capacity() <= MAX_LINE_BYTES + 1 + BUSY_READ_CHUNK);
+    /// Hands out `data` at most `step` bytes per read, with a `WouldBlock` after each piece,
+    /// so the test gets control back between two reads and can look at what the reader holds.
+    struct Pausing<'a> {
+        data: &'a [u8],
+        step: usize,
+        paused: bool,
+    }
+
+    impl Read for Pausing<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.paused = !self.paused;
+            if !self.paused && !self.data.is_empty() {
+                return Err(ErrorKind::WouldBlock.into());
+            }
+            let n = self.step.min(buf.len()).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    /// The budget of the module header, checked after every read while a line too long
+    /// arrives, so also at the last read before the limit is passed, when the reader holds
+    /// the most.
+    #[test]
+    fn memory_stays_within_the_budget_up_to_the_moment_the_limit_is_passed() {
+        let mut input = vec![b'y'; 3 * MAX_LINE_BYTES];
+        input.extend_from_slice(b"\nafter\n");
+        for step in [1, 7, 100, 1000, 5000, usize::MAX] {
+            let mut reader = LineReader::new(Pausing {
+                data: &input,
+                step,
+                paused: false,
+            });
+            let (mut got, mut most_gathered) = (Vec::new(), 0);
+            loop {
+                match reader.read_line() {
+                    Ok(Some(line)) => got.push(line),
+                    Ok(None) => break,
+                    Err(e) => assert_eq!(e.kind(), ErrorKind::WouldBlock, "step {step}"),
+                }
+                let gathered = reader.partial.capacity();
+                assert!(
+                    gathered <= MAX_LINE_BYTES + 1,
+                    "step {step}: {gathered} bytes held for one line"
+                );
+                assert!(reader.chunk.len() <= BUSY_READ_CHUNK, "step {step}");
+                most_gathered = most_gathered.max(reader.partial.len());
+            }
+            assert_eq!(got, vec![Line::TooLong, text("after")], "step {step}");
+            // The checks saw the reader one read short of the limit, at its fullest.
+            let piece = step.min(READ_CHUNK);
+            assert!(
+                most_gathered + piece > MAX_LINE_BYTES + 1,
+                "step {step}: saw at most {most_gathered} bytes gathered"
+            );
+        }
     }
 
     #[test]

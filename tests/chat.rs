@@ -173,11 +173,11 @@ fn three_wrong_passwords_close_the_connection() {
     client.expect(GREETING);
     client.send("alice");
     client.expect("* Password for alice:");
-    for tries_left in [2, 1] {
+    for left in ["2 tries", "1 try"] {
         client.send("wrong");
         assert_eq!(
             client.next_line(),
-            format!("! Wrong password ({tries_left} tries left). Try again:")
+            format!("! Wrong password ({left} left). Try again:")
         );
     }
     client.send("wrong");
@@ -383,7 +383,7 @@ fn private_message_to_an_offline_user_is_delivered_at_next_sign_in() {
     bob.sign_in("bob", "pw-b");
     assert_eq!(
         bob.next_line(),
-        "* 2 private message(s) arrived while you were away:"
+        "* 2 private messages arrived while you were away:"
     );
     for text in ["first", "second"] {
         let line = bob.next_line();
@@ -579,7 +579,8 @@ fn control_bytes_never_reach_another_clients_socket() {
     alice.expect("* bob joined.");
 
     // Every C0 byte but `\n`, DEL, every C1 character (UTF-8 encoded), and the usual
-    // attacks: an ESC colour sequence, a bell, a carriage return that overwrites the line.
+    // attacks: an ESC colour sequence, a bell, a carriage return that overwrites the line, a
+    // window title. Controls are dropped, escape sequences whole; TAB is kept.
     let mut nasty: Vec<u8> = b"x".to_vec();
     nasty.extend((0x00u8..0x20).filter(|&b| b != b'\n'));
     nasty.push(0x7f);
@@ -587,10 +588,12 @@ fn control_bytes_never_reach_another_clients_socket() {
         nasty.extend(c.to_string().as_bytes());
     }
     nasty.extend(b"\x1b[31mred\x1b[0m \x07bell \rfake: line\x1b]0;title\x07");
-    // C0 but TAB and `\n`, DEL, C1, then 2 ESC + BEL + CR + ESC + BEL in the attacks.
-    let forbidden_count = 30 + 1 + 32 + 6;
-
-    for prefix in [&b""[..], b"~-@bob: ", b"~->bob: "] {
+    let rows: [(&[u8], &str); 3] = [
+        (b"", "alice: "),
+        (b"~-@bob: ", "[tagged] alice @bob: "),
+        (b"~->bob: ", "[private] alice: "),
+    ];
+    for (prefix, shown) in rows {
         let mut line = prefix.to_vec();
         line.extend(&nasty);
         line.push(b'\n');
@@ -598,13 +601,7 @@ fn control_bytes_never_reach_another_clients_socket() {
         let raw = bob.line();
         assert_terminal_safe(&raw);
         let text = String::from_utf8(raw).expect("valid UTF-8");
-        let replaced = text.matches('\u{FFFD}').count();
-        assert_eq!(
-            replaced, forbidden_count,
-            "each control becomes U+FFFD: {text:?}"
-        );
-        assert!(text.contains("x\u{FFFD}"), "{text:?}");
-        assert!(text.contains("\t"), "TAB is kept: {text:?}");
+        assert_eq!(text, format!("{shown}x\tred bell fake: line\n"));
     }
 }
 
@@ -614,7 +611,8 @@ fn invalid_utf8_is_replaced_not_forwarded() {
     let mut alice = server.sign_in("alice", "pw-a");
     let mut bob = RawReceiver::sign_in(&server, "bob", "pw-b");
     alice.expect("* bob joined.");
-    alice.send_raw(b"bad \xff\xfe utf8 \xc3 caf\xc3\xa9 \xed\xa0\x80 end\n");
+    // (0xFF before a telnet command byte, 0xF0 to 0xFF, would be telnet: see tests/typos.rs.)
+    alice.send_raw(b"bad \xfe\xff utf8 \xc3 caf\xc3\xa9 \xed\xa0\x80 end\n");
     let raw = bob.line();
     assert_terminal_safe(&raw);
     assert_eq!(

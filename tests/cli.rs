@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
-use common::{DEADLINE, Server, TEST_FLAGS, TempDir, server_binary};
+use common::{DEADLINE, Server, TEST_FLAGS, TempDir, server_binary, skip_or_fail};
 
 fn chat_server() -> assert_cmd::Command {
     assert_cmd::Command::new(server_binary())
@@ -44,7 +44,11 @@ fn ipv6_loopback_available() -> bool {
 #[test]
 fn bind_to_ipv6_loopback_and_wildcard() {
     if !ipv6_loopback_available() {
-        eprintln!("skipped: this machine has no IPv6 loopback (::1)");
+        skip_or_fail(
+            "bind_to_ipv6_loopback_and_wildcard",
+            "PTCHAT_REQUIRE_IPV6",
+            "this machine has no IPv6 loopback (::1)",
+        );
         return;
     }
     for bind in ["::1", "::"] {
@@ -104,7 +108,8 @@ fn bad_arguments_print_usage_on_stderr_and_exit_2() {
     let rows: &[(&[&str], &str)] = &[
         (&["--frobnicate"], "unknown option '--frobnicate'"),
         (&["-p", "1"], "unknown option '-p'"),
-        (&["70000"], "PORT: '70000' is not a valid number"),
+        (&["70000"], "PORT: '70000' is out of range (0-65535)"),
+        (&["99999"], "PORT: '99999' is out of range (0-65535)"),
         (&["not-a-port"], "PORT: 'not-a-port' is not a valid number"),
         (&["1", "2"], "unexpected argument '2'"),
         (&["--bind"], "--bind needs a value"),

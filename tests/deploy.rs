@@ -2,9 +2,9 @@
 //! `make install` with DESTDIR and PREFIX, and the static binary from `make static`.
 //!
 //! The static binary is a release build, too slow to make inside `cargo test`, so `.ci/run`
-//! runs `make static` before `make test` and sets `PTCHAT_REQUIRE_STATIC=1`; then a missing
-//! binary fails the test. Run locally without it, the test prints a note and passes.
-//! Likewise the verify test needs `systemd-analyze` (installed by `.ci/run`).
+//! runs `make static` before `make test`. Likewise the verify test needs `systemd-analyze`,
+//! which `.ci/run` installs. Without them a test says on the terminal that it was skipped;
+//! under CI (`CI=true`, or the `PTCHAT_REQUIRE_...` variable `.ci/run` sets) it fails.
 
 mod common;
 
@@ -16,7 +16,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::thread;
 
-use common::{Client, DEADLINE, TEST_FLAGS, TempDir, server_binary};
+use common::{Client, DEADLINE, TEST_FLAGS, TempDir, server_binary, skip_or_fail};
 
 fn project_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -87,7 +87,11 @@ fn unit_file_is_hardened_and_sized_for_many_clients() {
 #[test]
 fn unit_file_passes_systemd_analyze_verify() {
     if !available("systemd-analyze") {
-        println!("note: systemd-analyze not installed; unit file not verified");
+        skip_or_fail(
+            "unit_file_passes_systemd_analyze_verify",
+            "PTCHAT_REQUIRE_SYSTEMD_ANALYZE",
+            "systemd-analyze is not installed; the unit file was not verified",
+        );
         return;
     }
     let dir = TempDir::new("unit");
@@ -165,6 +169,68 @@ fn make_install_honours_destdir_and_prefix() {
     );
 }
 
+/// The unit's own "check it" comment works as written once `make install` ran: the file it
+/// names is where `make install` (default PREFIX) puts the unit, and that file passes the
+/// check, given the binary its ExecStart names (here, the staged one).
+#[test]
+fn unit_file_check_comment_names_the_file_make_install_writes() {
+    let unit = unit_file();
+    let comment: Vec<&str> = unit.lines().take_while(|l| l.starts_with('#')).collect();
+    assert!(
+        comment.iter().any(|l| l.contains("after `make install`")),
+        "the comment says to install first: {comment:#?}"
+    );
+    let checked = comment
+        .iter()
+        .find_map(|l| {
+            l.trim_start_matches(['#', ' '])
+                .strip_prefix("systemd-analyze verify ")
+        })
+        .unwrap_or_else(|| panic!("no systemd-analyze verify line in {comment:#?}"));
+    let dest = TempDir::new("destdir-default");
+    let out = run(
+        "make",
+        &[
+            "--no-print-directory",
+            "--old-file",
+            &server_binary().display().to_string(),
+            "install",
+            &format!("DESTDIR={}", dest.path().display()),
+            &format!("STATIC_BIN={}", server_binary().display()),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "make install failed: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let installed = dest.path().join(checked.trim_start_matches('/'));
+    assert!(
+        installed.is_file(),
+        "the comment checks {checked}, which make install did not write"
+    );
+    if !available("systemd-analyze") {
+        skip_or_fail(
+            "unit_file_check_comment_names_the_file_make_install_writes",
+            "PTCHAT_REQUIRE_SYSTEMD_ANALYZE",
+            "systemd-analyze is not installed; the installed unit was not verified",
+        );
+        return;
+    }
+    let binary = dest.path().join("usr/local/bin/chat_server");
+    let staged = fs::read_to_string(&installed)
+        .expect("installed unit")
+        .replace("/usr/local/bin/chat_server", &binary.display().to_string());
+    fs::write(&installed, staged).expect("point the unit at the staged binary");
+    let out = run(
+        "systemd-analyze",
+        &["verify", &installed.display().to_string()],
+    );
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success() && said.is_empty(), "verify: {said}");
+}
+
 fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in fs::read_dir(dir).expect("read dir") {
         let path = entry.expect("dir entry").path();
@@ -182,14 +248,10 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
 fn static_binary_is_static_and_serves() {
     let bin = project_root().join("target/static/chat_server");
     if !bin.exists() {
-        assert!(
-            std::env::var_os("PTCHAT_REQUIRE_STATIC").is_none(),
-            "PTCHAT_REQUIRE_STATIC is set but {} is missing; run `make static`",
-            bin.display()
-        );
-        println!(
-            "note: {} missing (run `make static`); not checked",
-            bin.display()
+        skip_or_fail(
+            "static_binary_is_static_and_serves",
+            "PTCHAT_REQUIRE_STATIC",
+            &format!("{} is missing; run `make static`", bin.display()),
         );
         return;
     }

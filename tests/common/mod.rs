@@ -439,3 +439,23 @@ impl Rng {
         (0..len).map(|_| self.next() as u8).collect()
     }
 }
+
+/// True when a test must not skip for want of something on this machine (IPv6, a tool, a
+/// release build): under CI, which sets `CI=true`, or when `require_var` is set, as
+/// `.ci/run` does for what it installs or builds.
+pub fn required(require_var: &str) -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true") || std::env::var_os(require_var).is_some()
+}
+
+/// Called by a test that cannot run here, just before it returns: fails it if it is
+/// [`required`], else says on the terminal that it was skipped. The note goes to the process's
+/// stderr directly, because the test harness hides what a passing test prints with
+/// `println!` or `eprintln!`, and a skip nobody sees looks like a pass.
+pub fn skip_or_fail(test: &str, require_var: &str, why: &str) {
+    assert!(
+        !required(require_var),
+        "{test}: {why}; this test may not be skipped under CI (CI=true) or with {require_var} set"
+    );
+    let note = format!("\nSKIPPED {test}: {why} (set {require_var}=1 to make this a failure)\n");
+    let _ = std::io::stderr().write_all(note.as_bytes());
+}
