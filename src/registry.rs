@@ -643,7 +643,7 @@ mod tests {
     fn overflowing_receiver_is_cut_not_waited_for() {
         let mut registry = registry_with(&["alice", "bob"]);
         // bob's client takes nothing, and his queue has room for the welcome line (55
-        // bytes), not for the message after it.
+        // bytes), not for a message of 70.
         let stalled = MemoryTransport::new(0);
         let tiny = Arc::new(Outbox::new(64, stalled.clone()));
         sign_in(&mut registry, "alice");
@@ -652,7 +652,7 @@ mod tests {
         // goes to a writer thread of bob's, which waits for room.
         signed_in.delivery.complete();
         registry
-            .public("alice", &public(&["more than eight bytes"]))
+            .public("alice", &public(&[&"x".repeat(70)]))
             .complete();
         assert!(tiny.is_closed() && stalled.is_hung_up());
     }

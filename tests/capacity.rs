@@ -53,7 +53,10 @@ fn a_tight_descriptor_limit_caps_the_clients_and_the_rest_get_one_line() {
     let warning = log_line(&server, "max_clients_lowered");
     assert!(warning.contains("asked=10000"), "{warning}");
     // Each client holds one descriptor; some are the server's own.
-    assert!((4..40).contains(&capacity), "capacity {capacity} under 40 descriptors");
+    assert!(
+        (4..40).contains(&capacity),
+        "capacity {capacity} under 40 descriptors"
+    );
 
     let mut admitted: Vec<Client> = (0..capacity)
         .map(|i| server.sign_in(&format!("user{i}"), "pw"))

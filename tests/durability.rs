@@ -111,7 +111,7 @@ fn restart_keeps_mail_for_offline_users_and_delivers_it_once() {
 
     let mut server = Server::start_in(dir.path(), &[]);
     let mut bob = server.sign_in("bob", "pw-b");
-    bob.expect("* 2 private message(s) arrived while you were away:");
+    bob.expect("* 2 private messages arrived while you were away:");
     for text in ["first", "second"] {
         let line = bob.next_line();
         assert!(
@@ -306,7 +306,7 @@ fn full_mailbox_refuses_the_101st_message_and_drops_none() {
     let server = Server::start_in(dir.path(), &[]);
     let mut bob = server.sign_in("bob", "pw-b");
     bob.expect(&format!(
-        "* {CAP} private message(s) arrived while you were away:"
+        "* {CAP} private messages arrived while you were away:"
     ));
     for n in 1..=CAP {
         let line = bob.next_line();
@@ -328,7 +328,7 @@ fn delivered_mail_is_compacted_away_at_restart() {
         alice.expect("* bob is offline; private message stored for their next sign-in.");
     }
     let mut bob = server.sign_in("bob", "pw-b");
-    bob.expect("* 100 private message(s) arrived while you were away:");
+    bob.expect("* 100 private messages arrived while you were away:");
     for _ in 0..100 {
         let line = bob.next_line();
         assert!(line.ends_with(&text), "{line:?}");
