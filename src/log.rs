@@ -65,6 +65,9 @@ pub fn enabled(level: Level) -> bool {
     level as u8 <= MAX_LEVEL.load(Ordering::Relaxed)
 }
 
+/// Room for a typical log line, so formatting one allocates once.
+const LINE_CAPACITY: usize = 256;
+
 /// Formats one log line (without the timestamp's source of truth, so it can be tested).
 pub fn format_line(
     time: &str,
@@ -72,17 +75,21 @@ pub fn format_line(
     event: &str,
     fields: &[(&str, &dyn Display)],
 ) -> String {
-    let mut line = format!("{time} {level} {event}");
+    // One allocation for the whole line: each freed buffer stays cached by the thread that
+    // freed it, and with 10,000 client threads those caches add up.
+    let mut line = String::with_capacity(LINE_CAPACITY);
+    let _ = write!(line, "{time} {level} {event}");
     for (key, value) in fields {
-        let value = value.to_string();
-        let plain = !value.is_empty()
-            && value
+        let _ = write!(line, " {key}=");
+        let start = line.len();
+        let _ = write!(line, "{value}");
+        let plain = line.len() > start
+            && line[start..]
                 .chars()
                 .all(|c| !c.is_whitespace() && !c.is_control() && c != '"' && c != '=');
-        if plain {
-            let _ = write!(line, " {key}={value}");
-        } else {
-            let _ = write!(line, " {key}={value:?}");
+        if !plain {
+            let value = line.split_off(start);
+            let _ = write!(line, "{value:?}");
         }
     }
     line.push('\n');

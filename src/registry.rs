@@ -236,7 +236,7 @@ impl Registry {
         }
         let mail: Vec<Mail> = account.mailbox.drain(..).collect();
         // The newcomer's welcome is written first.
-        let mut delivery = Delivery::default();
+        let mut delivery = Delivery::for_receivers(self.online.len());
         delivery.note(&name, &outbox, welcomed);
         self.next_session += 1;
         let session = SessionId(self.next_session);
@@ -280,7 +280,7 @@ impl Registry {
             _ => return Delivery::default(),
         }
         self.online.remove(&key);
-        let mut delivery = Delivery::default();
+        let mut delivery = Delivery::for_receivers(self.online.len());
         self.notice(&mut delivery, Reply::Left { name }.to_line(), &key);
         delivery
     }
@@ -290,7 +290,7 @@ impl Registry {
     /// The lines come formatted ([`PublicBurst::take`]), so no allocation happens under the
     /// lock.
     pub fn public(&mut self, from: &str, lines: &PublicLines) -> Delivery {
-        let mut delivery = Delivery::default();
+        let mut delivery = Delivery::for_receivers(self.online.len());
         self.broadcast(&mut delivery, &name_key(from), lines);
         delivery
     }
@@ -318,7 +318,7 @@ impl Registry {
         }
         .to_line();
         let from_key = name_key(from);
-        let mut delivery = Delivery::default();
+        let mut delivery = Delivery::for_receivers(self.online.len());
         let mut receivers = 0;
         for (key, online) in &self.online {
             if *key == from_key {
