@@ -12,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod base64;
 pub mod clock;
 pub mod config;
 pub mod crypto;
@@ -26,6 +27,7 @@ pub mod ratelimit;
 pub mod registry;
 pub mod server;
 pub mod session;
+pub mod sha1;
 pub mod shared;
 pub mod stats;
 pub mod store;
