@@ -17,6 +17,7 @@ pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod doorbell;
+pub mod http;
 pub mod limits;
 pub mod line_reader;
 pub mod log;
