@@ -33,3 +33,4 @@ pub mod shared;
 pub mod stats;
 pub mod store;
 pub mod throttle;
+pub mod websocket;
