@@ -33,4 +33,5 @@ pub mod shared;
 pub mod stats;
 pub mod store;
 pub mod throttle;
+pub mod web;
 pub mod websocket;
