@@ -75,6 +75,33 @@ pub fn sniff(first: &[u8]) -> Sniff {
     }
 }
 
+/// Reads a new connection's first bytes until [`sniff`] decides, at most [`SNIFF_BYTES`].
+/// The caller bounds the wait on `source` (a read timeout or deadline of [`SNIFF_WAIT`]): a
+/// read that times out means the client is waiting to be greeted, so it is a chat user. So
+/// is a client that closes at once. Returns the decision and the bytes read, which belong
+/// to whoever reads the connection next (see [`Prefixed`]).
+pub fn read_sniff(source: &mut impl Read) -> io::Result<(Sniff, Vec<u8>)> {
+    let mut first = Vec::with_capacity(SNIFF_BYTES);
+    let mut buf = [0u8; SNIFF_BYTES];
+    loop {
+        match sniff(&first) {
+            Sniff::Undecided => {}
+            decided => return Ok((decided, first)),
+        }
+        // Never more than the decision needs: the rest belongs to the next reader.
+        let want = SNIFF_BYTES - first.len();
+        match source.read(&mut buf[..want]) {
+            Ok(0) => return Ok((Sniff::Chat, first)),
+            Ok(n) => first.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
+                return Ok((Sniff::Chat, first));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// A parsed request head. Header names are compared ignoring case; values are kept as sent,
 /// without surrounding spaces.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -610,6 +637,52 @@ mod tests {
             );
         }
         assert!(METHODS.iter().all(|m| m.len() < SNIFF_BYTES));
+    }
+
+    #[test]
+    fn read_sniff_table() {
+        /// Hands out its pieces one per read, then times out (a client gone quiet).
+        struct Pieces(Vec<&'static [u8]>);
+        impl Read for Pieces {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.0.is_empty() {
+                    return Err(ErrorKind::TimedOut.into());
+                }
+                let piece = self.0.remove(0);
+                let n = piece.len().min(buf.len());
+                buf[..n].copy_from_slice(&piece[..n]);
+                if n < piece.len() {
+                    self.0.insert(0, &piece[n..]);
+                }
+                Ok(n)
+            }
+        }
+        // (what the client sends, one entry per read, the decision, the bytes taken: never
+        // more than SNIFF_BYTES, and no read after the decision)
+        type Reads = Vec<&'static [u8]>;
+        let rows: Vec<(Reads, Sniff, &[u8])> = vec![
+            (vec![], Sniff::Chat, b""),
+            (vec![b"GET / HTTP/1.1\r\n\r\n"], Sniff::Http, b"GET / HT"),
+            (vec![b"G", b"E", b"T", b" /"], Sniff::Http, b"GET /"),
+            (vec![b"OPTIONS * HTTP/1.1\r\n"], Sniff::Http, b"OPTIONS "),
+            (vec![b"alice\npw\n"], Sniff::Chat, b"alice\npw"),
+            (vec![b"a", b"lice\n"], Sniff::Chat, b"a"),
+            (vec![b"GE"], Sniff::Chat, b"GE"),
+            (vec![b"GET\n"], Sniff::Chat, b"GET\n"),
+            (vec![b"", b"GET "], Sniff::Chat, b""), // closed at once
+        ];
+        for (pieces, decision, taken) in rows {
+            let label = format!("{pieces:?}");
+            let (got, bytes) = read_sniff(&mut Pieces(pieces)).expect("in-memory read");
+            assert_eq!((got, bytes.as_slice()), (decision, taken), "{label}");
+        }
+        struct Broken;
+        impl Read for Broken {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                Err(ErrorKind::ConnectionReset.into())
+            }
+        }
+        assert!(read_sniff(&mut Broken).is_err());
     }
 
     /// Reads `input` through a source that returns at most `step` bytes per read.

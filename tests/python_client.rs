@@ -246,16 +246,14 @@ fn echo_server() -> (u16, Receiver<String>) {
 
 fn serve(stream: TcpStream) -> String {
     // Sniff: read until the first bytes decide, as the server will before greeting.
-    let mut first = Vec::new();
-    let mut byte = [0u8; 1];
-    let mut reader = &stream;
-    while http::sniff(&first) == Sniff::Undecided {
-        match reader.read(&mut byte) {
-            Ok(1) => first.push(byte[0]),
-            _ => return "closed while sniffing".into(),
-        }
-    }
-    assert_eq!(http::sniff(&first), Sniff::Http);
+    stream
+        .set_read_timeout(Some(http::SNIFF_WAIT))
+        .expect("set timeout");
+    let (decision, first) = http::read_sniff(&mut &stream).expect("sniff");
+    assert_eq!(decision, Sniff::Http);
+    stream
+        .set_read_timeout(Some(DEADLINE))
+        .expect("set timeout");
     let (request, leftover) = match http::read_head(&mut Prefixed::new(first, &stream)) {
         Ok(read) => read,
         Err(e) => return format!("bad head: {e:?}"),
