@@ -8,15 +8,19 @@
 //! `password` make accounts durable and safe, `throttle` and `ratelimit` slow abusers
 //! down, `capacity` and `threads` keep the server within the machine's limits, `limits`
 //! names every number, `config` reads the command line, `log`, `stats` and `clock` serve
-//! the operator, `crypto` holds SHA-256, HMAC and PBKDF2.
+//! the operator, `crypto` holds SHA-256, HMAC and PBKDF2. The web page's way in: `http`
+//! (one request head), `websocket` (RFC 6455 frames as lines), `web` (the page and its
+//! routes), with `sha1` and `base64` for the handshake.
 //! docs/ARCHITECTURE.md draws the whole picture.
 
 #![forbid(unsafe_code)]
 
+pub mod base64;
 pub mod capacity;
 pub mod clock;
 pub mod config;
 pub mod crypto;
+pub mod http;
 pub mod limits;
 pub mod line_reader;
 pub mod log;
@@ -27,9 +31,12 @@ pub mod ratelimit;
 pub mod registry;
 pub mod server;
 pub mod session;
+pub mod sha1;
 pub mod shared;
 pub mod stats;
 pub mod store;
 pub mod threads;
 pub mod throttle;
 pub mod transport;
+pub mod web;
+pub mod websocket;

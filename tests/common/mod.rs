@@ -16,6 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+/// A WebSocket client, for the tests of the web page's protocol.
+pub mod ws;
+
 /// How long any single expectation may wait before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
