@@ -22,8 +22,11 @@ pub const MAX_PASSWORD_BYTES: usize = 256;
 pub const MAX_PASSWORD_TRIES: u32 = 3;
 
 /// Default outbound queue (SendQ) per client, in bytes. A client that stops reading is
-/// disconnected when this much is waiting for it. ngircd uses 32 KiB, IRC daemons ~100 KB.
-pub const DEFAULT_SENDQ_BYTES: usize = 64 * 1024;
+/// disconnected when this much is waiting for it (after what its kernel holds, often as
+/// much again). ngircd uses 32 KiB, IRC daemons ~100 KB to 1 MB. It must hold what ten
+/// flooding senders add while their writers catch up: half of it, plus one
+/// [`MAX_BURST_BYTES`] each (see `outbox::Pushed::Crowded`).
+pub const DEFAULT_SENDQ_BYTES: usize = 256 * 1024;
 
 /// How long a reply the user asked for (`~:lu:`, stored messages) may wait for room in that
 /// user's own queue before the user is treated as stalled.
@@ -41,6 +44,12 @@ pub const SENDER_PATIENCE: Duration = Duration::from_millis(1);
 /// once is likely to again soon; starting a thread costs more than waking one.
 pub const WRITER_LINGER: Duration = Duration::from_secs(10);
 
+/// The longest a sender waits after a delivery for the writers of queues over half full
+/// (see `outbox::Pushed::Crowded`). Without the wait, ten senders writing as fast as TCP
+/// allows to a hundred clients overflowed 85 of their queues within 50 ms (throughput
+/// scenario, docs/PERFORMANCE.md).
+pub const CROWDED_PATIENCE: Duration = Duration::from_millis(100);
+
 /// Join and leave notices go to everyone while fewer users than this are online. Each
 /// notice costs one write per user online, so a storm of N sign-ins costs N x N writes;
 /// in a larger room the notices would be most of the traffic, and they stop (`~:lu:` still
@@ -49,9 +58,10 @@ pub const MAX_ROOM_FOR_NOTICES: usize = 1_000;
 
 /// Public lines from one client that arrived in one read are delivered together, as one
 /// queue entry per receiver (see `session.rs`, `Presence::burst`), until the burst holds
-/// this many bytes: one write per receiver for a paste instead of one per line. Small
-/// next to the SendQ, so a burst never overflows the queue of a client that reads.
-pub const MAX_BURST_BYTES: usize = 2 * 1024;
+/// this many bytes: one write per receiver for a paste instead of one per line, as much
+/// as a busy client's read brings. At 2 KiB, the throughput scenario made four times the
+/// writes and ptchat fell to 0.72 of ncat's deliveries per second (docs/PERFORMANCE.md).
+pub const MAX_BURST_BYTES: usize = 8 * 1024;
 
 /// Stack size of each client thread, in bytes. A client costs one thread (two while it has
 /// a backlog); with 10,000 clients the default 2 MiB stack would reserve 20 GiB of address

@@ -14,6 +14,12 @@
 //! thread), a slow client costs a second thread only while it is behind, and a stalled one
 //! can delay nobody: its lines pile up in its own queue until it is cut.
 //!
+//! One wait remains, the other way round: a sender whose line finds a queue over half
+//! full while that client's writer thread keeps writing waits, with no lock held, until
+//! the queue is below half again ([`Outbox::wait_uncrowded`]). A client that reads, however
+//! slowly, then slows its senders down (TCP slows theirs) instead of being cut; one that
+//! has stopped reading holds a sender once, for at most [`WRITER_STUCK_AFTER`].
+//!
 //! It must not know users, the registry or the protocol: it moves whole lines (`Arc<str>`,
 //! shared by every receiver of a broadcast) and asks the [`Transport`] to encode and write
 //! them. Its locks are per client and never held across a syscall.
@@ -23,7 +29,7 @@ use std::io::ErrorKind;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::limits::WRITER_LINGER;
+use crate::limits::{CROWDED_PATIENCE, WRITER_LINGER};
 use crate::log;
 use crate::stats;
 use crate::threads::CLIENT_THREADS;
@@ -69,7 +75,20 @@ pub enum Pushed {
     Claimed,
     /// The client's writer thread is asleep waiting for lines: call [`Outbox::wake`].
     Wake,
+    /// Queued, but the queue is over half full while someone is writing it to a client
+    /// that reads: the pusher should wait for that writer ([`Outbox::wait_uncrowded`])
+    /// before it sends more, or fast senders overflow the queue of a client that reads.
+    Crowded,
 }
+
+/// A client whose kernel has taken nothing for this long, while its writer thread writes,
+/// has stopped reading: senders no longer wait for it (see [`Pushed::Crowded`]), and its
+/// queue fills until it is cut.
+pub const WRITER_STUCK_AFTER: Duration = Duration::from_millis(50);
+
+/// The writer thread writes at most this much per call, so that a client that reads, even
+/// slowly, shows progress (at least 80 KB/s within [`WRITER_STUCK_AFTER`]).
+const WRITE_CHUNK: usize = 4 * 1024;
 
 /// Who has the right to write to the transport. Exactly one party at a time, so lines are
 /// never interleaved and never reordered.
@@ -108,14 +127,33 @@ struct Queue {
     /// something it queued has really left (see [`Outbox::wait_written`]).
     pushed: u64,
     written: u64,
-    /// Threads in [`Outbox::push_wait`] or [`Outbox::wait_written`], so a write signals
-    /// them only when someone waits (a signal is a syscall).
+    /// Threads in [`Outbox::push_wait`], [`Outbox::wait_written`] or
+    /// [`Outbox::wait_uncrowded`], so a write signals them only when someone waits (a
+    /// signal is a syscall).
     waiters: usize,
+    /// When the client's kernel last took bytes from a write, by anyone.
+    last_progress: Option<Instant>,
 }
 
 impl Queue {
     fn is_empty(&self) -> bool {
         self.entries.is_empty() && self.rest.is_empty()
+    }
+
+    /// Over half of `limit_bytes` while someone writes it and the client still takes
+    /// bytes: another sender will write it once it gets to it, or the client's writer
+    /// thread is writing to a client that reads, just not as fast as lines come.
+    fn is_crowded(&self, limit_bytes: usize) -> bool {
+        if self.bytes <= limit_bytes / 2 {
+            return false;
+        }
+        match self.writer {
+            Writer::Sender => true,
+            Writer::Thread => self
+                .last_progress
+                .is_some_and(|at| at.elapsed() < WRITER_STUCK_AFTER),
+            Writer::Nobody | Writer::ThreadAsleep => false,
+        }
     }
 
     fn append(&mut self, entry: Entry) {
@@ -142,6 +180,7 @@ impl Queue {
     /// After a write of a batch of `entries`: what it left unwritten goes first next time.
     fn wrote(&mut self, entries: u64, unwritten: &[u8]) {
         if unwritten.is_empty() {
+            self.last_progress = Some(Instant::now());
             self.written += entries;
         } else {
             self.rest.extend_from_slice(unwritten);
@@ -179,6 +218,7 @@ impl Outbox {
                 pushed: 0,
                 written: 0,
                 waiters: 0,
+                last_progress: None,
             }),
             lines_queued: Condvar::new(),
             progress: Condvar::new(),
@@ -206,7 +246,11 @@ impl Outbox {
             return Err(PushError::Full);
         }
         queue.append(entry);
-        Ok(claim(&mut queue))
+        let pushed = claim(&mut queue);
+        if pushed == Pushed::Queued && queue.is_crowded(self.limit_bytes) {
+            return Ok(Pushed::Crowded);
+        }
+        Ok(pushed)
     }
 
     /// Queues `entry` and does what the push asks at once: for a thread that holds no lock,
@@ -220,7 +264,7 @@ impl Outbox {
     /// Does what a push left to do (see [`Pushed`]), with no lock held.
     pub fn finish(self: &Arc<Self>, pushed: Result<Pushed, PushError>, buf: &mut Vec<u8>) {
         match pushed {
-            Ok(Pushed::Queued) | Err(PushError::Closed) => {}
+            Ok(Pushed::Queued | Pushed::Crowded) | Err(PushError::Closed) => {}
             Ok(Pushed::Claimed) => self.write_queue(buf),
             Ok(Pushed::Wake) => self.wake(),
             Err(PushError::Full) => self.hang_up(),
@@ -291,6 +335,9 @@ impl Outbox {
             };
             stats::record_bytes_out(taken);
             let behind = taken < buf.len();
+            if taken > 0 {
+                self.lock().last_progress = Some(Instant::now());
+            }
             self.wrote(entries, &buf[taken..]);
             buf.clear();
             if behind {
@@ -337,8 +384,9 @@ impl Outbox {
         }
         let mut buf = Vec::new();
         while let Some(entries) = self.next_batch(&mut buf) {
-            let result = write_all(&*self.transport, &buf);
-            stats::record_bytes_out(buf.len());
+            let result = buf
+                .chunks(WRITE_CHUNK)
+                .try_for_each(|chunk| self.write_chunk(chunk));
             if let Err(e) = result {
                 log::debug("write_failed", &[("error", &e)]);
                 self.hang_up();
@@ -347,6 +395,21 @@ impl Outbox {
             self.wrote(entries, &[]);
             buf.clear();
         }
+    }
+
+    /// For the writer thread: one chunk of a batch, written patiently, then noted as
+    /// progress, which senders waiting for this client look at.
+    fn write_chunk(&self, chunk: &[u8]) -> std::io::Result<()> {
+        write_all(&*self.transport, chunk)?;
+        stats::record_bytes_out(chunk.len());
+        let mut queue = self.lock();
+        queue.last_progress = Some(Instant::now());
+        let anyone_waits = queue.waiters > 0;
+        drop(queue);
+        if anyone_waits {
+            self.progress.notify_all();
+        }
+        Ok(())
     }
 
     /// For the writer thread: waits for lines and encodes them all into `buf`. `None` when
@@ -445,6 +508,21 @@ impl Outbox {
         self.lock().state == State::Closed
     }
 
+    /// Waits until the queue is no longer crowded (see [`Pushed::Crowded`]), its client
+    /// stops taking bytes, or `deadline` passes. For a sender after a delivery, with no
+    /// lock held: only that sender waits, and TCP slows its own client down.
+    pub fn wait_uncrowded(&self, deadline: Instant) {
+        let mut queue = self.lock();
+        while queue.state == State::Open && queue.is_crowded(self.limit_bytes) {
+            let stuck_at = queue.last_progress.map(|at| at + WRITER_STUCK_AFTER);
+            let until = stuck_at.map_or(deadline, |at| at.min(deadline));
+            if Instant::now() >= deadline {
+                return;
+            }
+            queue = self.wait_for_progress(queue, until);
+        }
+    }
+
     /// A mark for "everything queued so far", to pass to [`Outbox::wait_written`].
     pub fn mark(&self) -> u64 {
         self.lock().pushed
@@ -532,6 +610,8 @@ pub struct Delivery {
     to_wake: Vec<Arc<Outbox>>,
     /// Queues that overflowed, with their user's name for the log.
     to_cut: Vec<(String, Arc<Outbox>)>,
+    /// Queues whose writer threads this sender waits for (see [`Pushed::Crowded`]).
+    to_wait: Vec<Arc<Outbox>>,
 }
 
 impl Delivery {
@@ -542,6 +622,7 @@ impl Delivery {
             to_write: Vec::with_capacity(receivers),
             to_wake: Vec::new(),
             to_cut: Vec::new(),
+            to_wait: Vec::new(),
         }
     }
 
@@ -551,13 +632,14 @@ impl Delivery {
             Ok(Pushed::Queued) | Err(PushError::Closed) => {}
             Ok(Pushed::Claimed) => self.to_write.push(Arc::clone(outbox)),
             Ok(Pushed::Wake) => self.to_wake.push(Arc::clone(outbox)),
+            Ok(Pushed::Crowded) => self.to_wait.push(Arc::clone(outbox)),
             Err(PushError::Full) => self.to_cut.push((name.to_string(), Arc::clone(outbox))),
         }
     }
 
     /// Finishes the delivery, with no lock held, on the thread of the client that caused
     /// it: cuts and wake-ups first, since they are quick and let others go on, then this
-    /// thread's own writes, one per claimed client.
+    /// thread's own writes, one per claimed client, and last the wait for crowded queues.
     pub fn complete(mut self) {
         for (name, outbox) in self.to_cut.drain(..) {
             log::warn(
@@ -574,6 +656,10 @@ impl Delivery {
         let mut buf = Vec::new();
         while let Some(outbox) = self.to_write.pop() {
             outbox.write_queue(&mut buf);
+        }
+        let deadline = Instant::now() + CROWDED_PATIENCE;
+        for outbox in self.to_wait.drain(..) {
+            outbox.wait_uncrowded(deadline);
         }
     }
 }
@@ -687,7 +773,7 @@ mod tests {
     fn a_queue_past_its_budget_is_cut_not_waited_for() {
         let (outbox, client) = new_outbox(10, 0);
         assert_eq!(outbox.push(lines("12345")), Ok(Pushed::Claimed));
-        assert_eq!(outbox.push(lines("12345")), Ok(Pushed::Queued));
+        assert_eq!(outbox.push(lines("12345")), Ok(Pushed::Crowded));
         assert_eq!(outbox.push(lines("x")), Err(PushError::Full));
         assert!(outbox.is_closed());
         assert_eq!(outbox.push(lines("x")), Err(PushError::Closed));
@@ -695,6 +781,47 @@ mod tests {
         delivery.note("bob", &outbox, Err(PushError::Full));
         delivery.complete();
         assert!(client.is_hung_up());
+    }
+
+    #[test]
+    fn a_sender_waits_for_a_crowded_queue_while_its_client_reads_but_not_once_it_stalls() {
+        // Over half full under another sender's claim: that sender writes it soon.
+        let (claimed, _) = new_outbox(100, usize::MAX);
+        assert_eq!(claimed.push(lines(&"a".repeat(40))), Ok(Pushed::Claimed));
+        assert_eq!(claimed.push(lines(&"b".repeat(20))), Ok(Pushed::Crowded));
+        let writer = {
+            let claimed = Arc::clone(&claimed);
+            std::thread::spawn(move || {
+                eventually("the sender waits", || claimed.lock().waiters == 1);
+                claimed.write_queue(&mut Vec::new());
+            })
+        };
+        let started = Instant::now();
+        claimed.wait_uncrowded(started + Duration::from_secs(10));
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "released by the write"
+        );
+        writer.join().expect("writer");
+
+        // A writer thread whose client has taken nothing for a while: not waited for.
+        let (stalled, _) = new_outbox(100, 0);
+        stalled.send(lines(&"c".repeat(40))).expect("open");
+        eventually("the writer took the line", || stalled.lock().bytes == 0);
+        stalled.lock().last_progress = Instant::now().checked_sub(WRITER_STUCK_AFTER * 2);
+        for _ in 0..3 {
+            assert_eq!(stalled.push(lines(&"d".repeat(20))), Ok(Pushed::Queued));
+        }
+        let started = Instant::now();
+        stalled.wait_uncrowded(started + Duration::from_secs(10));
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "waited for a stalled client"
+        );
+        // The same queue whose client just took bytes is waited for.
+        stalled.lock().last_progress = Some(Instant::now());
+        assert!(stalled.lock().is_crowded(100));
+        stalled.hang_up();
     }
 
     #[test]
