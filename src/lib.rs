@@ -4,11 +4,12 @@
 //! `server` (accepting, one thread per client) -> `line_reader` (framing) -> `session`
 //! (sign-in and commands) -> `protocol` (syntax and replies) -> `registry` (who receives
 //! what, under the one lock) -> `outbox` (each client's queue, and who writes it once the
-//! lock is released) -> `transport` (the socket calls). Around them: `store` and
-//! `password` make accounts durable and safe, `throttle` and `ratelimit` slow abusers
-//! down, `capacity` and `threads` keep the server within the machine's limits, `limits`
-//! names every number, `config` reads the command line, `log`, `stats` and `clock` serve
-//! the operator, `crypto` holds SHA-256, HMAC and PBKDF2.
+//! lock is released) -> `transport` (the socket calls). Around them: `udp` lets `nc -u`
+//! users into the same chat, `store` and `password` make accounts durable and safe,
+//! `throttle` and `ratelimit` slow abusers down, `capacity` and `threads` keep the server
+//! within the machine's limits, `limits` names every number, `config` reads the command
+//! line, `log`, `stats` and `clock` serve the operator, `crypto` holds SHA-256, HMAC and
+//! PBKDF2.
 //! docs/ARCHITECTURE.md draws the whole picture.
 
 #![forbid(unsafe_code)]
@@ -33,3 +34,4 @@ pub mod store;
 pub mod threads;
 pub mod throttle;
 pub mod transport;
+pub mod udp;
