@@ -30,6 +30,12 @@ pub struct Config {
     pub sendq_bytes: usize,
     pub log_level: Level,
     pub log_messages: bool,
+    /// Also listen on UDP, on the TCP port's number (`udp.rs`).
+    pub udp: bool,
+    /// A UDP session silent this long ends.
+    pub udp_idle: Duration,
+    /// One time window of UDP codes; a code lives one to two windows.
+    pub udp_code_window: Duration,
 }
 
 impl Default for Config {
@@ -47,6 +53,9 @@ impl Default for Config {
             sendq_bytes: limits::DEFAULT_SENDQ_BYTES,
             log_level: Level::Info,
             log_messages: false,
+            udp: false,
+            udp_idle: limits::DEFAULT_UDP_IDLE,
+            udp_code_window: limits::DEFAULT_UDP_CODE_WINDOW,
         }
     }
 }
@@ -93,6 +102,9 @@ Options:
                            behind is disconnected (default 65536)
   --log-level LEVEL        error, warn, info or debug (default info)
   --log-messages           also log message text (off by default, for privacy)
+  --udp                    also listen on UDP, same port number (nc -u HOST PORT)
+  --udp-idle SECS          end a UDP session silent this long (default 300)
+  --udp-code-window SECS   a UDP code is valid for one to two of these (default 60)
   -h, --help               show this help
   -V, --version            show the version
 ";
@@ -107,6 +119,7 @@ pub fn parse_args<S: AsRef<str>>(args: &[S]) -> Result<Action, UsageError> {
             "-h" | "--help" => return Ok(Action::Help),
             "-V" | "--version" => return Ok(Action::Version),
             "--log-messages" => config.log_messages = true,
+            "--udp" => config.udp = true,
             flag if flag.starts_with("--") => {
                 let (name, inline) = match flag.split_once('=') {
                     Some((name, value)) => (name, Some(value)),
@@ -149,6 +162,8 @@ const VALUE_FLAGS: &[&str] = &[
     "--burst",
     "--sendq",
     "--log-level",
+    "--udp-idle",
+    "--udp-code-window",
 ];
 
 fn apply_flag(config: &mut Config, name: &str, value: &str) -> Result<(), UsageError> {
@@ -177,6 +192,8 @@ fn apply_flag(config: &mut Config, name: &str, value: &str) -> Result<(), UsageE
         "--rate" => config.rate_per_sec = parse_number(value, name)?,
         "--burst" => config.rate_burst = parse_number::<u32>(value, name)?.max(1),
         "--sendq" => config.sendq_bytes = parse_number::<usize>(value, name)?.max(1024),
+        "--udp-idle" => config.udp_idle = parse_seconds(value, name)?,
+        "--udp-code-window" => config.udp_code_window = parse_seconds(value, name)?,
         "--log-level" => {
             config.log_level = Level::parse(value).ok_or_else(|| {
                 UsageError(format!(
@@ -187,6 +204,15 @@ fn apply_flag(config: &mut Config, name: &str, value: &str) -> Result<(), UsageE
         _ => return Err(UsageError(format!("unknown option '{name}'"))),
     }
     Ok(())
+}
+
+/// A number of seconds, at least one: a window or a timeout of zero would mean "never".
+fn parse_seconds(value: &str, what: &str) -> Result<Duration, UsageError> {
+    let secs: u64 = parse_number(value, what)?;
+    if secs == 0 {
+        return Err(UsageError(format!("{what} must be at least 1")));
+    }
+    Ok(Duration::from_secs(secs))
 }
 
 /// An unsigned number for a flag or the port: "out of range" for digits too large for it,
@@ -284,6 +310,22 @@ mod tests {
                 serve(|c| c.sign_in_timeout = Duration::from_secs(5)),
             ),
             (&["--sendq", "4096"], serve(|c| c.sendq_bytes = 4096)),
+            (&["--udp"], serve(|c| c.udp = true)),
+            (
+                &["--udp", "--udp-idle", "90", "--udp-code-window=5"],
+                serve(|c| {
+                    c.udp = true;
+                    c.udp_idle = Duration::from_secs(90);
+                    c.udp_code_window = Duration::from_secs(5);
+                }),
+            ),
+            (&["--udp-idle", "0"], error("--udp-idle must be at least 1")),
+            (
+                &["--udp-code-window", "x"],
+                error("--udp-code-window: 'x' is not a valid number"),
+            ),
+            (&["--udp-idle"], error("--udp-idle needs a value")),
+            (&["--udp=1"], error("unknown option '--udp'")),
             (&["65535"], serve(|c| c.port = 65535)),
             (&["65536"], error("PORT: '65536' is out of range (0-65535)")),
             (&["99999"], error("PORT: '99999' is out of range (0-65535)")),

@@ -8,9 +8,10 @@
 //! `password` make accounts durable and safe, `throttle` and `ratelimit` slow abusers
 //! down, `capacity` and `threads` keep the server within the machine's limits, `limits`
 //! names every number, `config` reads the command line, `log`, `stats` and `clock` serve
-//! the operator, `crypto` holds SHA-256, HMAC and PBKDF2. The web page's way in: `http`
-//! (one request head), `websocket` (RFC 6455 frames as lines), `web` (the page and its
-//! routes), with `sha1` and `base64` for the handshake.
+//! the operator, `crypto` holds SHA-256, HMAC and PBKDF2. The other ways in: `udp` lets
+//! `nc -u` users into the same chat; `http` (one request head), `websocket` (RFC 6455
+//! frames as lines) and `web` (the page and its routes), with `sha1` and `base64` for the
+//! handshake, serve the web page.
 //! docs/ARCHITECTURE.md draws the whole picture.
 
 #![forbid(unsafe_code)]
@@ -38,5 +39,6 @@ pub mod store;
 pub mod threads;
 pub mod throttle;
 pub mod transport;
+pub mod udp;
 pub mod web;
 pub mod websocket;

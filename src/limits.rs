@@ -109,3 +109,45 @@ pub const DEFAULT_KDF_ITERATIONS: u32 = 600_000;
 
 /// Interval of the periodic stats line in the log.
 pub const STATS_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Largest datagram sent to a UDP client, in bytes of payload. With the 28 bytes of IPv4 and
+/// UDP headers (48 for IPv6) it stays below 1,280 bytes, the smallest MTU IPv6 allows, so no
+/// reply is ever fragmented on the way; QUIC chose 1,200 for the same reason.
+pub const UDP_MAX_DATAGRAM: usize = 1200;
+
+/// Before an address has proved it is real, a reply may be at most this many times the size
+/// of the datagram it answers, both counted on the wire (payload plus headers): a forged
+/// source gets a victim at most three bytes for each byte the forger sent. QUIC's limit too.
+pub const UDP_AMPLIFICATION: usize = 3;
+
+/// Digits in the code that proves a UDP address (about 26.6 bits, near the 24 bits of MAC
+/// in a TCP SYN cookie); short enough to type, long enough that guessing blind is slow.
+pub const UDP_CODE_DIGITS: usize = 8;
+
+/// Default length of one time window of UDP codes. A code is accepted in the window it was
+/// made in and the next, so it lives between one and two windows.
+pub const DEFAULT_UDP_CODE_WINDOW: Duration = Duration::from_secs(60);
+
+/// Default time a UDP session may stay silent before it ends. UDP has no hang-up: a client
+/// that closed `nc` just stops sending, and this is how the server notices.
+pub const DEFAULT_UDP_IDLE: Duration = Duration::from_secs(5 * 60);
+
+/// How long before the idle end a UDP session is warned (half the idle time if that is
+/// shorter), so a user who is reading, not typing, can keep the session with one Enter.
+pub const UDP_IDLE_WARNING: Duration = Duration::from_secs(30);
+
+/// Datagrams that may wait for one UDP session's thread. The dispatcher never waits for a
+/// session: a datagram that finds the queue full is dropped and counted.
+pub const UDP_INBOX_DATAGRAMS: usize = 64;
+
+/// Bytes that may wait for one UDP session's thread, as the SendQ bounds the other way. The
+/// largest datagram (65,507 bytes) fits an empty inbox.
+pub const UDP_INBOX_BYTES: usize = 64 * 1024;
+
+/// A UDP user whose lines were dropped is told so at most this often.
+pub const UDP_DROP_NOTICE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Datagrams from a source port below this get no reply before proof. Well-known services
+/// live there (echo on 7, chargen on 19, DNS on 53) and some answer every datagram, so a
+/// reply to a forged one could start an endless ping-pong between two servers.
+pub const UDP_LOWEST_REPLY_PORT: u16 = 1024;

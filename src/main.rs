@@ -52,6 +52,9 @@ fn main() -> ExitCode {
         }
     };
     println!("Chat server started on port {port}.");
+    if let Some(port) = server.udp_port() {
+        println!("UDP on port {port}.");
+    }
     let _ = std::io::stdout().flush();
     server.run();
     ExitCode::SUCCESS

@@ -508,6 +508,12 @@ impl Outbox {
         self.lock().state == State::Closed
     }
 
+    /// True while lines are still accepted: not closing (a takeover closes the old
+    /// connection's outbox before its last line is out) and not closed.
+    pub fn is_open(&self) -> bool {
+        self.lock().state == State::Open
+    }
+
     /// Waits until the queue is no longer crowded (see [`Pushed::Crowded`]), its client
     /// stops taking bytes, or `deadline` passes. For a sender after a delivery, with no
     /// lock held: only that sender waits, and TCP slows its own client down.

@@ -14,7 +14,8 @@
 //!                          or by the client's writer thread while it has a backlog
 //! ```
 //!
-//! One background thread runs beside them: the stats logger (one log line a minute).
+//! One background thread runs beside them: the stats logger (one log line a minute). With
+//! `--udp`, `udp.rs` binds a UDP socket on the same port number and runs its own dispatcher.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -40,11 +41,13 @@ use crate::stats;
 use crate::store::{Store, StoreError};
 use crate::threads::CLIENT_THREADS;
 use crate::transport::TcpTransport;
+use crate::udp;
 
 /// Why the server could not start. `Display` is the one-line message for stderr.
 #[derive(Debug)]
 pub enum StartError {
     Bind { addr: SocketAddr, source: io::Error },
+    Udp(udp::BindError),
     Store(StoreError),
 }
 
@@ -71,6 +74,7 @@ impl fmt::Display for StartError {
                     "cannot listen on address {ip} port {port}: {reason}{hint}"
                 )
             }
+            StartError::Udp(e) => write!(f, "{e}"),
             StartError::Store(e) => write!(f, "cannot open the data directory: {e}"),
         }
     }
@@ -80,6 +84,7 @@ impl std::error::Error for StartError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             StartError::Bind { source, .. } => Some(source),
+            StartError::Udp(e) => Some(e),
             StartError::Store(e) => Some(e),
         }
     }
@@ -88,6 +93,7 @@ impl std::error::Error for StartError {
 /// A bound, loaded server, ready to accept.
 pub struct Server {
     listener: TcpListener,
+    udp: Option<udp::Listener>,
     shared: Arc<Shared>,
     admission: Arc<Admission>,
     capacity: Capacity,
@@ -98,8 +104,10 @@ impl Server {
     pub fn bind(config: Config) -> Result<Server, StartError> {
         let (store, registry) = Store::open(&config.data_dir).map_err(StartError::Store)?;
         let addr = SocketAddr::new(config.bind, config.port);
-        let listener =
-            TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
+        let (listener, udp) = udp::bind_with_tcp(addr, config.udp).map_err(|e| match e {
+            udp::BindError::Tcp(source) => StartError::Bind { addr, source },
+            other => StartError::Udp(other),
+        })?;
         let capacity = Capacity::of(&Machine::read(), config.sendq_bytes as u64);
         CLIENT_THREADS.set(usize::try_from(capacity.threads).unwrap_or(usize::MAX));
         let max_clients = usize::try_from(capacity.clients)
@@ -109,6 +117,7 @@ impl Server {
         let shared = Arc::new(Shared::new(config, store, registry));
         Ok(Server {
             listener,
+            udp,
             shared,
             admission,
             capacity,
@@ -120,10 +129,21 @@ impl Server {
         self.listener.local_addr()
     }
 
+    /// The UDP port, with `--udp`: the TCP port's number.
+    pub fn udp_port(&self) -> Option<u16> {
+        self.udp.as_ref().map(udp::Listener::port)
+    }
+
     /// Accepts connections forever.
-    pub fn run(self) {
+    pub fn run(mut self) {
         self.log_start();
         spawn_stats_logger(Arc::clone(&self.shared));
+        if let Some(udp) = self.udp.take() {
+            let admission = Arc::clone(&self.admission);
+            udp.start(Arc::clone(&self.shared), move |ip| {
+                Admission::enter(&admission, ip)
+            });
+        }
         let mut reserve = open_reserve_fd();
         loop {
             match self.listener.accept() {

@@ -10,7 +10,9 @@
 //! a password check, fsync, waiting for room in the outbox, writing to other clients once a
 //! delivery is decided) happens outside the registry lock. Public lines that arrive in one
 //! read go out together, as one burst (`Presence::burst`). A client over its rate is made
-//! to wait before its next line is read, so its lines arrive late but all of them arrive.
+//! to wait before its next line is read, so its lines arrive late but all of them arrive;
+//! a UDP client cannot be made to wait, so its transport drops such lines instead and the
+//! session takes every line it is given ([`Pacing::Upstream`], see `udp/inbound.rs`).
 
 use std::fmt;
 use std::io::{self, ErrorKind};
@@ -127,21 +129,48 @@ struct Session<'a> {
     told_slowed: bool,
 }
 
-/// Runs one client's session to its end. `lines` should already carry the sign-in
-/// deadline; it is lifted once the client signs in.
+/// How a session keeps its client to the rate limit (`--rate`, `--burst`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pacing {
+    /// A line over the rate waits, and the client's next lines wait unread meanwhile (TCP
+    /// then slows the client down). Nothing is lost.
+    Wait,
+    /// The line source has already dropped the lines over the rate and told the client
+    /// (UDP, which cannot make a client wait): the session takes every line as it comes.
+    Upstream,
+}
+
+/// Runs one client's session to its end, with [`Pacing::Wait`]. `lines` should already
+/// carry the sign-in deadline; it is lifted once the client signs in.
 pub fn run(
     shared: &Shared,
     peer: SocketAddr,
     lines: &mut dyn LineSource,
     outbox: &Arc<Outbox>,
 ) -> Ending {
+    run_paced(shared, peer, lines, outbox, Pacing::Wait)
+}
+
+/// [`run`], with the rate limit applied as `pacing` says.
+pub fn run_paced(
+    shared: &Shared,
+    peer: SocketAddr,
+    lines: &mut dyn LineSource,
+    outbox: &Arc<Outbox>,
+    pacing: Pacing,
+) -> Ending {
     let now = Instant::now();
     let config = &shared.config;
+    // A rate of 0 is no limit here: the line source applied it.
+    let per_sec = match pacing {
+        Pacing::Wait => config.rate_per_sec,
+        Pacing::Upstream => 0,
+    };
     let mut session = Session {
         shared,
         peer,
         outbox,
-        bucket: TokenBucket::new(config.rate_burst, config.rate_per_sec, now),
+        bucket: TokenBucket::new(config.rate_burst, per_sec, now),
         told_slowed: false,
     };
     if session.say(Reply::Greeting).is_err() {
@@ -167,7 +196,7 @@ pub fn run(
         };
         // Cut meanwhile (taken over, queue overflowed, client gone): the rest of what
         // it sent is for nobody.
-        if outbox.is_closed() {
+        if !outbox.is_open() {
             return Ending::Hangup;
         }
         if let Err(ending) = session.pace(&mut state) {

@@ -795,7 +795,8 @@ fn stalled_client_is_dropped_while_healthy_receivers_get_everything() {
             break;
         }
     }
-    // One more batch after the drop, then the end marker.
+    // Once everyone has heard carl leave, one more batch, then the end marker.
+    alice.expect("* carl left.");
     for i in sent..sent + BATCH {
         alice.send(&format!("{i:06} after the drop"));
     }
@@ -824,5 +825,4 @@ fn stalled_client_is_dropped_while_healthy_receivers_get_everything() {
         !text.contains("after the drop") && !text.contains("alice: end"),
         "the stalled client got messages sent after it was dropped"
     );
-    alice.expect("* carl left.");
 }
