@@ -52,6 +52,14 @@ const GOALS: &[Goal] = &[
         }),
     },
     Goal {
+        figure: "clients signed in (peak)",
+        scenario: "scale",
+        key: "signed_in",
+        load: "attempted",
+        target: "",
+        judge: None,
+    },
+    Goal {
         figure: "clients held",
         scenario: "scale",
         key: "held",
@@ -244,7 +252,9 @@ pub fn table(verdicts: &[Verdict], kinds: &[Kind]) -> String {
             Some(false) => "NO",
             None => "",
         };
-        let _ = writeln!(out, "  {:<17} {met}", v.target);
+        let _ = write!(out, "  {:<17} {met}", v.target);
+        out.truncate(out.trim_end().len());
+        out.push('\n');
     }
     out
 }
@@ -319,6 +329,7 @@ mod tests {
             ("latency p99 ms, 1,000 users", Some(false)),
             ("latency p99 ms, 100 users", Some(false)),
             ("broadcast p99 ms, all idle", Some(false)),
+            ("clients signed in (peak)", None),
             ("clients held", Some(false)),
             ("RSS KiB per idle client", Some(false)),
             ("threads per client", None),
