@@ -25,8 +25,12 @@ BENCH_JSON ?= target/bench/results.json
 bench: release
 	ulimit -n $$(ulimit -Hn) 2>/dev/null; ./target/release/chat_bench --json $(BENCH_JSON)
 
+# bench-compare runs every scenario against ptchat, `ncat --chat` and ngircd (an IRC daemon;
+# Debian installs it in /usr/sbin), installing the two if they are missing. It changes no
+# sysctl: the figures are for the machine's settings as they are, which the bench prints.
 bench-compare: release
 	command -v ncat >/dev/null || (apt-get update && apt-get install -y ncat)
+	test -x /usr/sbin/ngircd || command -v ngircd >/dev/null || (apt-get update && apt-get install -y ngircd)
 	ulimit -n $$(ulimit -Hn) 2>/dev/null; ./target/release/chat_bench --compare --json target/bench/compare.json
 
 test:
