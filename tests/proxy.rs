@@ -497,24 +497,36 @@ impl Drop for Haproxy {
     }
 }
 
-/// The haproxy configuration of docs/DEPLOY.md: TLS on `tls_port`, the chat server behind
-/// it on `chat_port`, told each client's address with `send_proxy` (`send-proxy` for v1,
-/// `send-proxy-v2` for v2), connecting from 127.0.0.9, the one address the chat server
-/// trusts. `server_options` are added to the `server` line.
+/// The haproxy configuration of docs/DEPLOY.md (its `frontend` and `backend` sections,
+/// with a test's ports and certificate): TLS on `tls_port`, the chat server behind it on
+/// `chat_port`, connecting from 127.0.0.9, the one address the chat server trusts.
+/// `server_options` end the `server` line: `send-proxy` (v1) or `send-proxy-v2`, `check`.
 fn haproxy_config(pem: &str, tls_port: u16, chat_port: u16, server_options: &str) -> String {
+    let sections = chat_sections("chat", pem, tls_port, chat_port, server_options);
+    format!("global\n    maxconn 1000\n{sections}")
+}
+
+/// One frontend and its backend, named after `name`.
+fn chat_sections(
+    name: &str,
+    pem: &str,
+    tls_port: u16,
+    chat_port: u16,
+    server_options: &str,
+) -> String {
     format!(
-        "\
-global
-    maxconn 1000
-defaults
+        "
+frontend {name}_tls
+    mode tcp
+    option tcplog
+    bind 127.0.0.1:{tls_port} ssl crt {pem}
+    timeout client 1h
+    default_backend {name}
+
+backend {name}
     mode tcp
     timeout connect 5s
-    timeout client 1h
     timeout server 1h
-frontend chat_tls
-    bind 127.0.0.1:{tls_port} ssl crt {pem}
-    default_backend chat
-backend chat
     server chat 127.0.0.1:{chat_port} source 127.0.0.9 {server_options}
 "
     )
@@ -664,7 +676,7 @@ fn tls_chat_through_haproxy(test: &str, send_proxy: &str) {
 fn haproxy_send_proxy_v1_terminating_tls_passes_the_clients_address() {
     tls_chat_through_haproxy(
         "haproxy_send_proxy_v1_terminating_tls_passes_the_clients_address",
-        "send-proxy",
+        "send-proxy check",
     );
 }
 
@@ -672,7 +684,7 @@ fn haproxy_send_proxy_v1_terminating_tls_passes_the_clients_address() {
 fn haproxy_send_proxy_v2_with_tlvs_terminating_tls_passes_the_clients_address() {
     tls_chat_through_haproxy(
         "haproxy_send_proxy_v2_with_tlvs_terminating_tls_passes_the_clients_address",
-        "send-proxy-v2 proxy-v2-options ssl,crc32c",
+        "send-proxy-v2 proxy-v2-options ssl,crc32c check",
     );
 }
 
@@ -688,15 +700,12 @@ fn haproxy_health_checks_v1_and_v2_are_served_quietly() {
     let (v1_port, v2_port) = (free_port(), free_port());
     // Two proxies in one: one checks with a v1 header, one with v2 (a LOCAL header).
     let config = haproxy_config(&pem, v1_port, server.port, "send-proxy check inter 100ms")
-        + &format!(
-            "\
-frontend chat_tls_v2
-    bind 127.0.0.1:{v2_port} ssl crt {pem}
-    default_backend chat_v2
-backend chat_v2
-    server chat 127.0.0.1:{} source 127.0.0.9 send-proxy-v2 check inter 100ms
-",
-            server.port
+        + &chat_sections(
+            "chat_v2",
+            &pem,
+            v2_port,
+            server.port,
+            "send-proxy-v2 check inter 100ms",
         );
     let _haproxy = Haproxy::start(dir.path(), &config, &[v1_port, v2_port]);
     let log = wait_for("a few health checks of each kind", || {
