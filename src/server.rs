@@ -321,7 +321,7 @@ struct Arrival {
     /// the log. Its session's events (it may sign in like anyone) are logged as usual.
     proxy_own: Option<proxy::Version>,
     /// The connection's places in the limits; freed when the connection ends.
-    _ticket: Ticket,
+    ticket: Ticket,
 }
 
 impl Arrival {
@@ -371,7 +371,7 @@ fn arrive(
             peer: socket_peer,
             proxy: None,
             proxy_own: None,
-            _ticket: ticket,
+            ticket,
         });
     }
 
@@ -388,7 +388,7 @@ fn arrive(
             peer: client,
             proxy: Some(socket_peer),
             proxy_own: None,
-            _ticket: ticket,
+            ticket,
         },
         // LOCAL, UNKNOWN, or the proxy naming its own end of the connection (HAProxy's
         // v1 health check): the proxy speaks for itself, as if there were no header.
@@ -396,12 +396,12 @@ fn arrive(
             peer: socket_peer,
             proxy: None,
             proxy_own: Some(header.version),
-            _ticket: ticket,
+            ticket,
         },
     };
 
     // 2. Admission per address.
-    if let Err(refusal) = arrival._ticket.claim_address(arrival.peer.ip()) {
+    if let Err(refusal) = arrival.ticket.claim_address(arrival.peer.ip()) {
         let mut fields: Vec<(&str, &dyn fmt::Display)> = vec![("peer", &arrival.peer)];
         if let Some(proxy) = &arrival.proxy {
             fields.push(("proxy", proxy));
