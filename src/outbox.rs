@@ -35,6 +35,9 @@ use crate::stats;
 use crate::threads::CLIENT_THREADS;
 use crate::transport::Transport;
 
+/// Entries an empty queue keeps room for (see `Queue::take`).
+const QUEUE_KEEP_ENTRIES: usize = 8;
+
 /// What may be queued for a client.
 #[derive(Debug, Clone)]
 pub enum Entry {
@@ -165,13 +168,18 @@ impl Queue {
     /// Encodes everything queued into `buf` for one write. Returns the entries it holds.
     fn take(&mut self, transport: &dyn Transport, buf: &mut Vec<u8>) -> u64 {
         buf.append(&mut self.rest);
-        let mut entries = std::mem::take(&mut self.rest_entries);
+        let entries = std::mem::take(&mut self.rest_entries) + self.entries.len() as u64;
         for entry in self.entries.drain(..) {
             match entry {
                 Entry::Lines(text) => transport.encode(&text, buf),
                 Entry::Wire(bytes) => buf.extend_from_slice(&bytes),
             }
-            entries += 1;
+        }
+        // A queue that grew in a burst (a sign-in storm's notices) lets its buffer go, or
+        // it would keep that capacity for the rest of the connection; a small one is kept
+        // for the next lines rather than freed and allocated again each time.
+        if self.entries.capacity() > QUEUE_KEEP_ENTRIES {
+            self.entries = VecDeque::new();
         }
         self.bytes = 0;
         entries
@@ -828,6 +836,19 @@ mod tests {
         stalled.lock().last_progress = Some(Instant::now());
         assert!(stalled.lock().is_crowded(100));
         stalled.hang_up();
+    }
+
+    #[test]
+    fn a_queue_that_grew_in_a_burst_lets_its_buffer_go_once_written() {
+        let (outbox, client) = new_outbox(1 << 20, usize::MAX);
+        assert_eq!(outbox.push(lines("0\n")), Ok(Pushed::Claimed));
+        for i in 1..100 {
+            assert_eq!(outbox.push(lines(&format!("{i}\n"))), Ok(Pushed::Queued));
+        }
+        assert!(outbox.lock().entries.capacity() >= 100);
+        outbox.write_queue(&mut Vec::new());
+        assert_eq!(client.lines().len(), 100);
+        assert!(outbox.lock().entries.capacity() <= QUEUE_KEEP_ENTRIES);
     }
 
     #[test]
