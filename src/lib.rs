@@ -21,6 +21,7 @@ pub mod capacity;
 pub mod clock;
 pub mod config;
 pub mod crypto;
+pub mod delivery;
 pub mod http;
 pub mod limits;
 pub mod line_reader;
