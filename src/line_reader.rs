@@ -17,8 +17,8 @@
 use std::io::{self, ErrorKind, Read};
 use std::time::Instant;
 
+use crate::clean::clean_line;
 use crate::limits::MAX_LINE_BYTES;
-use crate::protocol::clean_line;
 
 /// Size of one `read` call at first. Small, because an idle client keeps this buffer for
 /// life (at 1 KiB, it was a sixteenth of an idle client's memory); a line longer than

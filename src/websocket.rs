@@ -20,10 +20,10 @@ use std::io::{self, ErrorKind, Read};
 use std::time::Instant;
 
 use crate::base64;
+use crate::clean::clean_line;
 use crate::http::{self, Request, Response, Status};
 use crate::limits::MAX_LINE_BYTES;
 use crate::line_reader::{Line, LineSource};
-use crate::protocol::clean_line;
 use crate::sha1::sha1;
 
 /// Appended to the client's key before hashing (RFC 6455, section 1.3).
