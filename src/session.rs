@@ -1,10 +1,12 @@
 //! One client's conversation with the server, from greeting to goodbye.
 //!
-//! This module owns the sign-in state machine (`AwaitName` -> `AwaitPassword` -> `SignedIn`)
-//! and the execution of each [`Command`]. It reads lines from a [`LineSource`] and pushes
-//! replies into the client's own [`Outbox`]; it never touches a socket, so any transport
-//! (TCP today, WebSocket or UDP later) can drive it. Chat commands exist only in the
-//! `SignedIn` state, so nothing typed before sign-in can reach another user.
+//! This module owns the loop that reads a client's lines, the state machine they drive
+//! (`AwaitName` -> `AwaitPassword` -> `SignedIn`), the rate limit, and the execution of each
+//! [`Command`]. The steps before `SignedIn` are `sign_in.rs`'s. It reads lines from a
+//! [`LineSource`] and pushes replies into the client's own [`Outbox`]; it never touches a
+//! socket, so any transport (TCP, WebSocket, UDP) can drive it. Chat commands exist only in
+//! the `SignedIn` state, so nothing typed before sign-in can reach another user, and being
+//! signed in is a [`Presence`], whose drop signs the user out on every way a session ends.
 //!
 //! Locks are taken in short, visible blocks, and every slow thing (hashing, sleeping before
 //! a password check, fsync, waiting for room in the outbox, writing to other clients once a
@@ -21,15 +23,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::clock;
-use crate::limits::{ASKED_REPLY_WAIT, MAX_BURST_BYTES, MAX_PASSWORD_BYTES, MAX_PASSWORD_TRIES};
+use crate::limits::{ASKED_REPLY_WAIT, MAX_BURST_BYTES};
 use crate::line_reader::{Line, LineSource};
 use crate::log;
 use crate::outbox::{Entry, Outbox, PushError};
-use crate::password::PasswordHash;
-use crate::protocol::{self, Command, ErrorReply, HELP, Reply, name_key};
+use crate::protocol::{self, Command, ErrorReply, HELP, Reply};
 use crate::ratelimit::TokenBucket;
-use crate::registry::{self, Mail, PrivateOutcome, PublicBurst, SendError, SessionId};
+use crate::registry::{self, PrivateOutcome, PublicBurst, SendError, SessionId};
 use crate::shared::Shared;
+use crate::sign_in::Pending;
 use crate::store::Record;
 
 /// Replies the client asked for are sent in entries of about this many bytes: one write
@@ -63,24 +65,15 @@ impl fmt::Display for Ending {
 }
 
 /// Where the conversation is.
-enum State<'a> {
+pub(crate) enum State<'a> {
     AwaitName,
     AwaitPassword(Pending),
     SignedIn(Presence<'a>),
 }
 
-/// A name was given; its password is awaited.
-struct Pending {
-    /// The registered name and hash, or `None` when this sign-in creates the account.
-    account: Option<(String, PasswordHash)>,
-    /// The name as typed (used for a new account).
-    typed: String,
-    wrong_tries: u32,
-}
-
 /// Being signed in. Dropping it signs out and tells the others, whether the session ended
 /// by `~:q!:`, a hang-up, an error or a panic: every exit takes the same path.
-struct Presence<'a> {
+pub(crate) struct Presence<'a> {
     shared: &'a Shared,
     name: String,
     session: SessionId,
@@ -92,7 +85,22 @@ struct Presence<'a> {
     burst: PublicBurst,
 }
 
-impl Presence<'_> {
+impl<'a> Presence<'a> {
+    /// To be called the moment the registry has put `name` online (`sign_in.rs`), so that
+    /// no way out of the session can leave them online.
+    pub(crate) fn new(shared: &'a Shared, name: String, session: SessionId) -> Self {
+        Presence {
+            shared,
+            name,
+            session,
+            burst: PublicBurst::default(),
+        }
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
     fn add_to_burst(&mut self, text: &str) {
         self.burst.add(&self.name, text);
         if self.burst.bytes() >= MAX_BURST_BYTES {
@@ -120,10 +128,10 @@ impl Drop for Presence<'_> {
 }
 
 /// The per-connection context of the state machine.
-struct Session<'a> {
-    shared: &'a Shared,
-    peer: SocketAddr,
-    outbox: &'a Arc<Outbox>,
+pub(crate) struct Session<'a> {
+    pub(crate) shared: &'a Shared,
+    pub(crate) peer: SocketAddr,
+    pub(crate) outbox: &'a Arc<Outbox>,
     bucket: TokenBucket,
     /// The client was told its lines are being slowed; not again until it has calmed down.
     told_slowed: bool,
@@ -220,7 +228,7 @@ fn is_timeout(e: &io::Error) -> bool {
 
 impl<'a> Session<'a> {
     /// Sends one reply to this client. Our own outbox refusing means we are done.
-    fn say(&self, reply: Reply) -> Result<(), Ending> {
+    pub(crate) fn say(&self, reply: Reply) -> Result<(), Ending> {
         self.outbox
             .send(Entry::Lines(reply.to_line()))
             .map_err(|e| self.outbox_refused(e))
@@ -228,7 +236,7 @@ impl<'a> Session<'a> {
 
     /// Sends replies the client asked for, a few KiB per queue entry, waiting for room if
     /// needed (outside all locks): only this client is delayed by its own long list.
-    fn say_all_patiently<'r>(
+    pub(crate) fn say_all_patiently<'r>(
         &self,
         replies: impl IntoIterator<Item = Reply<'r>>,
     ) -> Result<(), Ending> {
@@ -265,7 +273,7 @@ impl<'a> Session<'a> {
         Ending::OutboxClosed
     }
 
-    fn error(&self, error: ErrorReply) -> Result<(), Ending> {
+    pub(crate) fn error(&self, error: ErrorReply) -> Result<(), Ending> {
         self.say(Reply::Error(error))
     }
 
@@ -322,204 +330,6 @@ impl<'a> Session<'a> {
                 Ok(State::SignedIn(presence))
             }
         }
-    }
-
-    fn on_name(&self, text: &str) -> Result<State<'a>, Ending> {
-        let typed = text.trim();
-        if let Err(e) = protocol::validate_name(typed) {
-            self.error(ErrorReply::InvalidName(e))?;
-            return Ok(State::AwaitName);
-        }
-        let account = registry::lock(&self.shared.registry).find_account(typed);
-        match &account {
-            Some((name, _)) => self.say(Reply::AskPassword { name })?,
-            None => self.say(Reply::AskNewPassword { name: typed })?,
-        }
-        let typed = typed.to_string();
-        Ok(State::AwaitPassword(Pending {
-            account,
-            typed,
-            wrong_tries: 0,
-        }))
-    }
-
-    fn on_password(
-        &self,
-        mut pending: Pending,
-        password: &str,
-        lines: &mut dyn LineSource,
-    ) -> Result<State<'a>, Ending> {
-        if password.is_empty() {
-            self.error(ErrorReply::EmptyPassword)?;
-            return Ok(State::AwaitPassword(pending));
-        }
-        if password.len() > MAX_PASSWORD_BYTES {
-            self.error(ErrorReply::PasswordTooLong)?;
-            return Ok(State::AwaitPassword(pending));
-        }
-        let name = match &pending.account {
-            None => match self.create_account(&pending.typed, password)? {
-                Some(name) => name,
-                None => return Ok(State::AwaitName),
-            },
-            Some((name, stored)) => {
-                if self.check_password(name, stored, password) {
-                    name.clone()
-                } else {
-                    pending.wrong_tries += 1;
-                    return self.on_wrong_password(pending);
-                }
-            }
-        };
-        self.sign_in(name, lines).map(State::SignedIn)
-    }
-
-    /// Waits out the throttle delay, then checks the password (both outside every lock).
-    fn check_password(&self, name: &str, stored: &PasswordHash, password: &str) -> bool {
-        let (key, ip) = (name_key(name), self.peer.ip());
-        let delay = self.shared.throttle.delay(&key, ip, Instant::now());
-        if !delay.is_zero() {
-            log::debug(
-                "sign_in_delay",
-                &[("peer", &self.peer), ("ms", &delay.as_millis())],
-            );
-            std::thread::sleep(delay);
-        }
-        let ok = self.shared.hasher.verify(stored, password);
-        if ok {
-            self.shared.throttle.record_success(&key);
-        } else {
-            self.shared
-                .throttle
-                .record_failure(&key, ip, Instant::now());
-        }
-        ok
-    }
-
-    fn on_wrong_password(&self, pending: Pending) -> Result<State<'a>, Ending> {
-        let user = pending
-            .account
-            .as_ref()
-            .map_or("", |(name, _)| name.as_str());
-        let tries = pending.wrong_tries;
-        log::warn(
-            "sign_in_failed",
-            &[("peer", &self.peer), ("user", &user), ("tries", &tries)],
-        );
-        if tries >= MAX_PASSWORD_TRIES {
-            let _ = self.error(ErrorReply::TooManyTries);
-            return Err(Ending::TooManyTries);
-        }
-        self.error(ErrorReply::WrongPassword {
-            tries_left: MAX_PASSWORD_TRIES - tries,
-        })?;
-        Ok(State::AwaitPassword(pending))
-    }
-
-    /// Registers a new account durably. `Ok(None)`: the name was lost to a concurrent
-    /// sign-up or could not be saved; the client was told and is asked for a name again.
-    fn create_account(&self, name: &str, password: &str) -> Result<Option<String>, Ending> {
-        let hash = match self.shared.hasher.hash(password) {
-            Ok(hash) => hash,
-            Err(e) => {
-                log::error("random_salt_failed", &[("error", &e)]);
-                self.error(ErrorReply::StoreFailed)?;
-                return Ok(None);
-            }
-        };
-        let mut writer = self.shared.store.writer();
-        let created = registry::lock(&self.shared.registry).create_account(name, hash.clone());
-        if created.is_err() {
-            drop(writer);
-            self.error(ErrorReply::NameJustTaken { name })?;
-            return Ok(None);
-        }
-        let record = Record::Account {
-            name: name.to_string(),
-            password: hash,
-        };
-        if let Err(e) = writer.append(&[record]) {
-            registry::lock(&self.shared.registry).remove_account(name);
-            drop(writer);
-            log::error("store_write_failed", &[("user", &name), ("error", &e)]);
-            self.error(ErrorReply::StoreFailed)?;
-            return Ok(None);
-        }
-        drop(writer);
-        log::info("sign_up", &[("peer", &self.peer), ("user", &name)]);
-        Ok(Some(name.to_string()))
-    }
-
-    /// Welcomes the user, puts them online, and delivers their stored mail.
-    fn sign_in(&self, name: String, lines: &mut dyn LineSource) -> Result<Presence<'a>, Ending> {
-        let signed_in =
-            registry::lock(&self.shared.registry).sign_in(&name, Arc::clone(self.outbox));
-        let Some(signed_in) = signed_in else {
-            return Err(Ending::OutboxClosed);
-        };
-        signed_in.delivery.complete();
-        lines.set_deadline(None);
-        let presence = Presence {
-            shared: self.shared,
-            name,
-            session: signed_in.session,
-            burst: PublicBurst::default(),
-        };
-        let event = if signed_in.took_over {
-            "takeover"
-        } else {
-            "sign_in"
-        };
-        log::info(event, &[("peer", &self.peer), ("user", &presence.name)]);
-        self.deliver_mail(signed_in.mail)?;
-        Ok(presence)
-    }
-
-    /// Hands stored messages to the user and deletes them durably once they were written
-    /// to the connection. If the connection ends first they go back into the mailbox; a
-    /// crash in between delivers them again rather than losing them.
-    fn deliver_mail(&self, mail: Vec<Mail>) -> Result<(), Ending> {
-        if mail.is_empty() {
-            return Ok(());
-        }
-        let written = self.queue_mail(&mail).is_ok()
-            && self
-                .outbox
-                .wait_written(self.outbox.mark(), ASKED_REPLY_WAIT);
-        if !written {
-            registry::lock(&self.shared.registry).return_mail(mail);
-            return Err(Ending::OutboxClosed);
-        }
-        let done: Vec<Record> = mail
-            .iter()
-            .map(|m| Record::Delivered { id: m.id })
-            .collect();
-        let mut writer = self.shared.store.writer();
-        if let Err(e) = writer.append(&done) {
-            log::error(
-                "store_write_failed",
-                &[("what", &"delivered"), ("error", &e)],
-            );
-        } else if writer.needs_compaction()
-            && let Err(e) = writer.compact(&self.shared.registry)
-        {
-            log::error("store_compaction_failed", &[("error", &e)]);
-        }
-        Ok(())
-    }
-
-    fn queue_mail(&self, mail: &[Mail]) -> Result<(), Ending> {
-        let sent_at: Vec<String> = mail
-            .iter()
-            .map(|m| clock::rfc3339_secs(m.sent_at))
-            .collect();
-        let header = Reply::StoredHeader { count: mail.len() };
-        let stored = mail.iter().zip(&sent_at).map(|(m, sent_at)| Reply::Stored {
-            from: &m.from,
-            sent_at,
-            text: &m.text,
-        });
-        self.say_all_patiently(std::iter::once(header).chain(stored))
     }
 
     fn on_command(&self, me: &mut Presence, text: &str) -> Result<(), Ending> {
