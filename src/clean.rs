@@ -3,19 +3,26 @@
 //! This module owns [`clean_line`], which turns the raw bytes of one line into text that is
 //! safe to show on anyone's terminal and means what the person typed: telnet commands,
 //! terminal escape sequences and control bytes are dropped, invalid UTF-8 is replaced. It
-//! must not frame lines (that is `line_reader.rs`), interpret them (`protocol.rs`), do I/O or
-//! keep state, so every rule here can be tested with a table of `(input, expected)` rows.
+//! must not frame lines (that is `line_reader.rs`), interpret them (`protocol.rs`), know
+//! telnet's syntax (`telnet.rs`), do I/O or keep state, so every rule here can be tested
+//! with a table of `(input, expected)` rows.
 
 use std::borrow::Cow;
+
+use crate::telnet;
 
 /// Turns the raw bytes of one client line into the text the person meant, safe to show on
 /// anyone's terminal. Every line goes through it: names and passwords too.
 ///
 /// The steps, in this order because each works on what the one before left:
 ///
-/// 1. Telnet commands are dropped ([`strip_telnet`]): telnet sends them for Ctrl-C, say,
+/// 1. Telnet commands are dropped ([`telnet::strip`]): telnet sends them for Ctrl-C, say,
 ///    and they would otherwise prefix the next line. This works on bytes, before UTF-8
-///    decoding, because a telnet command starts with byte 0xFF, which is not UTF-8.
+///    decoding, because a telnet command starts with byte 0xFF, which is not UTF-8. (A TCP
+///    client's commands were taken out, and answered, as they arrived: see
+///    `telnet::Filter`. This step is for lines that come where no answer can go, a UDP
+///    datagram say. On a TCP line the only 0xFF left is a data byte, never part of UTF-8
+///    text, which this step drops or keeps to be replaced like any invalid byte.)
 /// 2. Terminal escape sequences are dropped whole, and every other control byte but TAB
 ///    ([`strip_terminal_controls`]): an arrow key pressed before a command sends `ESC [ A`,
 ///    and Ctrl-L sends a form feed; neither should turn the command into chat.
@@ -34,7 +41,7 @@ pub fn clean_line(bytes: &[u8]) -> String {
     {
         return command_start(text).to_owned();
     }
-    let bytes = strip_telnet(bytes);
+    let bytes = telnet::strip(bytes);
     let bytes = strip_terminal_controls(&bytes);
     let text: String = String::from_utf8_lossy(&bytes)
         .chars()
@@ -54,65 +61,6 @@ fn command_start(text: &str) -> &str {
     } else {
         text
     }
-}
-
-/// Telnet's "interpret as command" byte: what follows it is a command, not data (RFC 854).
-const IAC: u8 = 0xFF;
-/// `IAC SB` starts a subnegotiation (RFC 855), `IAC SE` ends it.
-const SB: u8 = 0xFA;
-const SE: u8 = 0xF0;
-/// `IAC WILL`, `WONT`, `DO` and `DONT` (0xFB-0xFE) are followed by one option byte.
-const WILL: u8 = 0xFB;
-const DONT: u8 = 0xFE;
-
-/// Drops telnet commands from a line's bytes: `IAC` and its command byte (0xF0-0xF9, e.g.
-/// `IAC IP`, which telnet sends for Ctrl-C), `IAC WILL/WONT/DO/DONT` with their option byte,
-/// and `IAC SB ... IAC SE`. `IAC IAC` is one data byte 0xFF. A command cut short by the end
-/// of the line is dropped as far as it goes; an `IAC` before anything else is not telnet
-/// and stays, to become U+FFFD like any byte that is not UTF-8.
-pub fn strip_telnet(bytes: &[u8]) -> Cow<'_, [u8]> {
-    if !bytes.contains(&IAC) {
-        return Cow::Borrowed(bytes);
-    }
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] != IAC {
-            out.push(bytes[i]);
-            i += 1;
-            continue;
-        }
-        i += match bytes.get(i + 1) {
-            Some(&IAC) => {
-                out.push(IAC);
-                2
-            }
-            Some(&SB) => subnegotiation_len(&bytes[i..]),
-            Some(WILL..=DONT) => 3,
-            Some(SE..=0xF9) => 2,
-            _ => {
-                out.push(IAC);
-                1
-            }
-        };
-    }
-    Cow::Owned(out)
-}
-
-/// The length of the subnegotiation at the start of `rest` (`IAC SB ...`), through its
-/// `IAC SE`, or all of `rest` if the line ends first. Inside, `IAC IAC` is data.
-fn subnegotiation_len(rest: &[u8]) -> usize {
-    let mut i = 2;
-    while i < rest.len() {
-        if rest[i] != IAC {
-            i += 1;
-        } else if rest.get(i + 1) == Some(&SE) {
-            return i + 2;
-        } else {
-            i += 2;
-        }
-    }
-    rest.len()
 }
 
 const ESC: u8 = 0x1B;

@@ -6,9 +6,8 @@
 //! TCP socket, a test's byte slice or a future WebSocket all read the same way.
 //!
 //! A `\n` always ends a line, even inside a telnet command or an escape sequence: those are
-//! dropped line by line, by `clean_line`. A telnet client sends a `\n` inside a command only
-//! in a subnegotiation, which it sends only when the server asked for one, and this server
-//! never asks.
+//! dropped line by line, by `clean_line`. (A TCP client's telnet commands never get here:
+//! `telnet.rs` takes them out of the byte stream first, a `\n` inside one included.)
 //!
 //! The budget is the point: a client that sends a megabyte without a newline costs this
 //! reader at most [`MAX_LINE_BYTES`] (plus one byte for a `\r`) and one read buffer, never

@@ -36,7 +36,7 @@ use crate::config::Config;
 use crate::limits::{ACCEPT_BACKOFF, CLIENT_THREAD_STACK, PROXY_HEADER_WATCH, STATS_INTERVAL};
 use crate::line_reader::{Line, LineReader, LineSource};
 use crate::log::{self, Level};
-use crate::outbox::Outbox;
+use crate::outbox::{Entry, Outbox};
 use crate::protocol::{ErrorReply, Reply};
 use crate::proxy::{self, HeaderError, Parsed, Source};
 use crate::registry;
@@ -44,6 +44,7 @@ use crate::session;
 use crate::shared::Shared;
 use crate::stats;
 use crate::store::{Store, StoreError};
+use crate::telnet;
 use crate::threads::CLIENT_THREADS;
 use crate::transport::TcpTransport;
 use crate::udp;
@@ -583,7 +584,7 @@ fn run_session(
     outbox: &Arc<Outbox>,
     deadline: Instant,
 ) -> String {
-    let mut lines = TcpLines::new(stream);
+    let mut lines = TcpLines::new(stream, outbox);
     lines.set_deadline(Some(deadline));
     let ran = panic::catch_unwind(AssertUnwindSafe(|| {
         session::run(shared, peer, &mut lines, outbox)
@@ -622,18 +623,26 @@ impl Read for Deadline<'_> {
     }
 }
 
-/// A TCP socket as a [`LineSource`] for the session.
+/// A TCP socket as a [`LineSource`] for the session, telnet's commands taken out.
 struct TcpLines<'a> {
-    reader: LineReader<Deadline<'a>>,
+    reader: LineReader<telnet::Filter<Deadline<'a>, TelnetAnswer<'a>>>,
 }
 
+/// Sends telnet's refusals to the client, through its outbox so one never lands inside
+/// another line. A refused send means the client is gone; the session finds out itself.
+type TelnetAnswer<'a> = Box<dyn FnMut(&[u8]) + 'a>;
+
 impl<'a> TcpLines<'a> {
-    fn new(stream: &'a TcpStream) -> Self {
+    fn new(stream: &'a TcpStream, outbox: &'a Arc<Outbox>) -> Self {
+        let answer: TelnetAnswer<'a> = Box::new(move |refusals: &[u8]| {
+            let _ = outbox.send(Entry::Wire(Arc::from(refusals)));
+        });
+        let deadline = Deadline {
+            stream,
+            until: None,
+        };
         TcpLines {
-            reader: LineReader::new(Deadline {
-                stream,
-                until: None,
-            }),
+            reader: LineReader::new(telnet::Filter::new(deadline, answer)),
         }
     }
 }
@@ -648,7 +657,7 @@ impl LineSource for TcpLines<'_> {
     }
 
     fn set_deadline(&mut self, deadline: Option<Instant>) {
-        let source = self.reader.get_mut();
+        let source = self.reader.get_mut().get_mut();
         source.until = deadline;
         if deadline.is_none() {
             let _ = source.stream.set_read_timeout(None);

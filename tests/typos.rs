@@ -7,7 +7,8 @@
 //! nothing from it: alice then sends a marker line, and it must be the next line carol gets
 //! (one sender's lines arrive in order, so anything the case had sent would come first).
 //! Where the case has an effect (a private message for bobby, alice's sign-out) it happens,
-//! and where the line is no valid command alice gets the error.
+//! and where the line is no valid command alice gets the error. Telnet's Ctrl-C is answered
+//! too (tests/telnet.rs checks the bytes): the answer comes ahead of alice's next line.
 
 mod common;
 
@@ -17,6 +18,12 @@ const NOT_A_COMMAND: &str =
     "! Unknown command; type ~:h: for help, or ~~ to send a line that begins with ~.";
 const UNKNOWN: &str = "! Unknown command; type ~:h: for help.";
 const DELIVERED: &str = "* Private message delivered to bobby.";
+/// The server's answer to telnet's Ctrl-C, `IAC WONT TIMING-MARK` (FF FC 06), as it shows at
+/// the start of the next line read as lossy UTF-8.
+const CTRL_C_ANSWER: &str = "\u{FFFD}\u{FFFD}\u{6}";
+/// The answers to a telnet client's offers `IAC WILL NAWS`, `IAC WILL TERMINAL-TYPE`:
+/// `IAC DONT NAWS` (FF FE 1F), `IAC DONT TERMINAL-TYPE` (FF FE 18), shown the same way.
+const OFFERS_ANSWER: &str = "\u{FFFD}\u{FFFD}\u{1f}\u{FFFD}\u{FFFD}\u{18}";
 
 /// One line alice sends, and what each user must get from it.
 struct Case {
@@ -27,6 +34,8 @@ struct Case {
     bobby: Option<&'static str>,
     /// The line bobby and carol both get before the marker: only for a real public line.
     public: Option<&'static str>,
+    /// What alice gets ahead of her next line: the server's telnet answer, if any.
+    answer: &'static str,
 }
 
 const fn private(sent: &'static [u8], shown: &'static str) -> Case {
@@ -35,6 +44,7 @@ const fn private(sent: &'static [u8], shown: &'static str) -> Case {
         alice: Some(DELIVERED),
         bobby: Some(shown),
         public: None,
+        answer: "",
     }
 }
 
@@ -44,6 +54,7 @@ const fn refused(sent: &'static [u8], error: &'static str) -> Case {
         alice: Some(error),
         bobby: None,
         public: None,
+        answer: "",
     }
 }
 
@@ -53,6 +64,15 @@ const fn public(sent: &'static [u8], shown: &'static str) -> Case {
         alice: None,
         bobby: None,
         public: Some(shown),
+        answer: "",
+    }
+}
+
+/// `case`, sent after telnet's Ctrl-C, which the server answers.
+const fn after_ctrl_c(case: Case) -> Case {
+    Case {
+        answer: CTRL_C_ANSWER,
+        ..case
     }
 }
 
@@ -73,10 +93,10 @@ fn stray_keys_and_typos_never_reach_a_third_user() {
             "[private] alice: after an arrow key in application mode",
         ),
         private(b"\x1b[15~~->bobby: after F5\n", "[private] alice: after F5"),
-        private(
+        after_ctrl_c(private(
             b"\xff\xf4\xff\xfd\x06~->bobby: after Ctrl-C in telnet\n",
             "[private] alice: after Ctrl-C in telnet",
-        ),
+        )),
         private(
             b"\x1b]0;title\x07~->bobby: after a title\n",
             "[private] alice: after a title",
@@ -90,10 +110,10 @@ fn stray_keys_and_typos_never_reach_a_third_user() {
         refused(b"\x1b[B~lu\n", NOT_A_COMMAND),
         refused(b"~:q!\n", UNKNOWN),
         // What is meant as chat still arrives, cleaned.
-        public(
+        after_ctrl_c(public(
             b"\xff\xf4\xff\xfd\x06hello after Ctrl-C\n",
             "alice: hello after Ctrl-C",
-        ),
+        )),
         public(b"~~ starts with a tilde\n", "alice: ~ starts with a tilde"),
         public(b"    indented code\n", "alice:     indented code"),
     ];
@@ -104,7 +124,14 @@ fn stray_keys_and_typos_never_reach_a_third_user() {
         let sent = String::from_utf8_lossy(case.sent);
         alice.send_raw(case.sent);
         if let Some(reply) = case.alice {
-            assert_eq!(alice.next_line(), reply, "alice, after {sent:?}");
+            let expected = format!("{}{reply}", case.answer);
+            assert_eq!(alice.next_line(), expected, "alice, after {sent:?}");
+        } else if !case.answer.is_empty() {
+            // An answer alone ends no line: the help reply brings it in.
+            alice.send("~:h:");
+            let expected = format!("{}* Commands:", case.answer);
+            assert_eq!(alice.next_line(), expected, "alice, after {sent:?}");
+            alice.expect_containing("sign out");
         }
         if let Some(line) = case.bobby {
             assert_eq!(bobby.next_line(), line, "bobby, after {sent:?}");
@@ -136,8 +163,8 @@ fn stray_keys_and_typos_never_reach_a_third_user() {
 }
 
 /// The sign-in lines go through the same cleaning: a name typed after an arrow key, behind
-/// a telnet client's option offers, is the name; a password loses its control bytes but keeps
-/// its leading space.
+/// a telnet client's option offers (refused ahead of the reply), is the name; a password
+/// loses its control bytes but keeps its leading space.
 #[test]
 fn sign_in_lines_are_cleaned_the_same_way() {
     let server = Server::start();
@@ -146,7 +173,7 @@ fn sign_in_lines_are_cleaned_the_same_way() {
     dave.send_raw(b"\xff\xfb\x1f\xff\xfb\x18\x1b[Adave\r\n");
     assert_eq!(
         dave.next_line(),
-        "* dave is a new account. Choose a password:"
+        format!("{OFFERS_ANSWER}* dave is a new account. Choose a password:")
     );
     dave.send_raw(b" secret\x0c\n");
     dave.expect("* Welcome, dave! You are signed in. Type ~:h: for help.");
