@@ -6,7 +6,7 @@
 //! [`LineSource`] and pushes replies into the client's own [`Outbox`]; it never touches a
 //! socket, so any transport (TCP, WebSocket, UDP) can drive it. Chat commands exist only in
 //! the `SignedIn` state, so nothing typed before sign-in can reach another user, and being
-//! signed in is a [`Presence`], whose drop signs the user out on every way a session ends.
+//! signed in is a `Presence`, whose drop signs the user out on every way a session ends.
 //!
 //! Locks are taken in short, visible blocks, and every slow thing (hashing, sleeping before
 //! a password check, fsync, waiting for room in the outbox, writing to other clients once a

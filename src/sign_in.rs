@@ -4,7 +4,7 @@
 //! its rules), the password (checked after the throttle's delay, never more than
 //! [`MAX_PASSWORD_TRIES`] times), the creation of a new account (durable before it is
 //! used), and the sign-in itself, which welcomes the user and hands over the private
-//! messages stored for them. It ends by returning the [`Presence`] that keeps the user
+//! messages stored for them. It ends by returning the `Presence` that keeps the user
 //! online until the session ends. It must not execute chat commands or pace the client
 //! (that is `session.rs`, which calls these steps), and it must not hold the registry lock
 //! while hashing, sleeping or writing to disk.
