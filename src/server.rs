@@ -2,12 +2,14 @@
 //!
 //! This module owns everything about accepting: binding, admitting or refusing a connection
 //! (`--max-clients`, `--max-per-ip`, the machine's capacity), surviving resource exhaustion,
-//! and running each accepted socket's session on its own thread. It must not know the
-//! protocol: it hands lines to `session.rs`, and the session's replies reach the socket
-//! through the client's `Outbox` (`outbox.rs`) and its `TcpTransport` (`transport.rs`).
+//! and running each accepted socket on its own thread. It must not know the protocols:
+//! the client's thread hands the socket to `connection.rs`, which tells a netcat user from
+//! a browser and runs the session; the session's replies reach the socket through the
+//! client's `Outbox` (`outbox.rs`) and its transport (`transport.rs`, `ws_transport.rs`).
 //!
 //! ```text
-//!   accept loop ──spawn──> client thread: LineReader -> session::run -> registry (lock)
+//!   accept loop ──spawn──> client thread: connection::open_session (chat or HTTP)
+//!                            LineReader or WsLines -> session::run -> registry (lock)
 //!                                                                      │ pushes lines
 //!                          the client's Outbox <───────────────────────┘
 //!                          written by the sender that found it idle, after the lock,
@@ -20,27 +22,23 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::capacity::{Capacity, Machine};
 use crate::config::Config;
+use crate::connection;
 use crate::limits::{ACCEPT_BACKOFF, CLIENT_THREAD_STACK, STATS_INTERVAL};
-use crate::line_reader::{Line, LineReader, LineSource};
 use crate::log;
-use crate::outbox::Outbox;
 use crate::protocol::{ErrorReply, Reply};
 use crate::registry;
-use crate::session;
 use crate::shared::Shared;
 use crate::stats;
 use crate::store::{Store, StoreError};
 use crate::threads::CLIENT_THREADS;
-use crate::transport::TcpTransport;
 use crate::udp;
 
 /// Why the server could not start. `Display` is the one-line message for stderr.
@@ -280,105 +278,17 @@ fn open_reserve_fd() -> Option<File> {
     File::open("/dev/null").ok()
 }
 
-/// Body of a client's thread: run its session, then close its outbox. A panic in the
-/// session is caught here, logged, and treated like any other ending; the guards in
-/// `session.rs` have already signed the user out while unwinding.
+/// Body of a client's thread: serve the connection (`connection.rs`: chat, or the web
+/// page and its WebSocket), then log why it ended.
 fn serve_client(shared: &Shared, stream: Arc<TcpStream>, peer: SocketAddr, _ticket: Ticket) {
+    // The sign-in deadline starts now: telling HTTP from chat, and reading a request head,
+    // count against it.
+    let deadline = Instant::now() + shared.config.sign_in_timeout;
     stats::connection_opened();
     log::info("connect", &[("peer", &peer)]);
-    let reason = match TcpTransport::new(Arc::clone(&stream)) {
-        Ok(transport) => {
-            let outbox = Arc::new(Outbox::new(shared.config.sendq_bytes, Arc::new(transport)));
-            let reason = run_session(shared, &stream, peer, &outbox);
-            // The last lines (a goodbye) are written, then the connection is closed, by
-            // whoever writes to this client: this thread, or its writer thread.
-            outbox.finish(Ok(outbox.close()), &mut Vec::new());
-            reason
-        }
-        Err(e) => format!("socket setup failed: {e}"),
-    };
+    let reason = connection::open_session(shared, stream, peer, deadline);
     stats::connection_closed();
     log::info("disconnect", &[("peer", &peer), ("reason", &reason)]);
-}
-
-/// Runs the session on `stream` and says why it ended, for the log.
-fn run_session(
-    shared: &Shared,
-    stream: &TcpStream,
-    peer: SocketAddr,
-    outbox: &Arc<Outbox>,
-) -> String {
-    let mut lines = TcpLines::new(stream);
-    lines.set_deadline(Some(Instant::now() + shared.config.sign_in_timeout));
-    let ran = panic::catch_unwind(AssertUnwindSafe(|| {
-        session::run(shared, peer, &mut lines, outbox)
-    }));
-    match ran {
-        Ok(ending) if outbox.is_closed() => format!("{ending} (connection cut)"),
-        Ok(ending) => ending.to_string(),
-        Err(_) => {
-            log::error("session_panicked", &[("peer", &peer)]);
-            "panic in session thread".to_string()
-        }
-    }
-}
-
-/// The sign-in deadline for a TCP socket: before each read the socket's read timeout is set
-/// to the time left, so even a client trickling one byte at a time runs out of time.
-struct Deadline<'a> {
-    stream: &'a TcpStream,
-    until: Option<Instant>,
-}
-
-impl Read for Deadline<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if let Some(until) = self.until {
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(io::Error::new(
-                    ErrorKind::TimedOut,
-                    "sign-in deadline passed",
-                ));
-            }
-            self.stream.set_read_timeout(Some(left))?;
-        }
-        let mut stream = self.stream;
-        stream.read(buf)
-    }
-}
-
-/// A TCP socket as a [`LineSource`] for the session.
-struct TcpLines<'a> {
-    reader: LineReader<Deadline<'a>>,
-}
-
-impl<'a> TcpLines<'a> {
-    fn new(stream: &'a TcpStream) -> Self {
-        TcpLines {
-            reader: LineReader::new(Deadline {
-                stream,
-                until: None,
-            }),
-        }
-    }
-}
-
-impl LineSource for TcpLines<'_> {
-    fn next_line(&mut self) -> io::Result<Option<Line>> {
-        self.reader.read_line()
-    }
-
-    fn line_ready(&self) -> bool {
-        self.reader.line_ready()
-    }
-
-    fn set_deadline(&mut self, deadline: Option<Instant>) {
-        let source = self.reader.get_mut();
-        source.until = deadline;
-        if deadline.is_none() {
-            let _ = source.stream.set_read_timeout(None);
-        }
-    }
 }
 
 /// Counts connections, in total and per address, to enforce the connection limits.
