@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::limits;
 use crate::log::Level;
+use crate::proxy::AddressRange;
 
 /// Everything the server needs to know at start.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,8 +22,12 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub kdf_iterations: u32,
     pub max_clients: usize,
-    /// 0 means no per-address limit.
+    /// 0 means no per-address limit. Not applied to loopback addresses.
     pub max_per_ip: usize,
+    /// The per-address limit for loopback addresses (127.0.0.0/8, ::1); 0 means none.
+    pub max_per_loopback: usize,
+    /// Proxies whose connections begin with a PROXY protocol header naming the client.
+    pub trusted_proxies: Vec<AddressRange>,
     pub sign_in_timeout: Duration,
     /// Lines per second after the burst; 0 turns rate limiting off.
     pub rate_per_sec: u32,
@@ -47,6 +52,8 @@ impl Default for Config {
             kdf_iterations: limits::DEFAULT_KDF_ITERATIONS,
             max_clients: limits::DEFAULT_MAX_CLIENTS,
             max_per_ip: limits::DEFAULT_MAX_PER_IP,
+            max_per_loopback: limits::DEFAULT_MAX_PER_LOOPBACK,
+            trusted_proxies: Vec::new(),
             sign_in_timeout: limits::DEFAULT_SIGN_IN_TIMEOUT,
             rate_per_sec: limits::DEFAULT_RATE_PER_SEC,
             rate_burst: limits::DEFAULT_RATE_BURST,
@@ -94,7 +101,15 @@ Options:
   --kdf-iterations N       PBKDF2 iterations for new passwords (default 600000;
                            lower is insecure, for tests and benchmarks only)
   --max-clients N          simultaneous connections (default 10000)
-  --max-per-ip N           simultaneous connections per address, 0 = no limit (default 20)
+  --max-per-ip N           simultaneous connections per address, 0 = no limit (default 20);
+                           loopback addresses have their own limit, below
+  --max-per-loopback N     simultaneous connections per loopback address (127.0.0.0/8,
+                           ::1), 0 = no limit (default 0: everyone logged in to this
+                           machine, such as students on one shell host, shares 127.0.0.1)
+  --trusted-proxy ADDR     a proxy (HAProxy, ...) that names its clients with a PROXY
+                           protocol header, v1 or v2; its connections must begin with one.
+                           An address or a prefix (10.0.0.0/24); repeat the option or
+                           separate addresses with commas. See docs/DEPLOY.md
   --sign-in-timeout SECS   time allowed to sign in (default 60)
   --rate N                 lines per second per client after the burst, 0 = off (default 5)
   --burst N                lines a client may send at once (default 20)
@@ -157,6 +172,8 @@ const VALUE_FLAGS: &[&str] = &[
     "--kdf-iterations",
     "--max-clients",
     "--max-per-ip",
+    "--max-per-loopback",
+    "--trusted-proxy",
     "--sign-in-timeout",
     "--rate",
     "--burst",
@@ -185,6 +202,14 @@ fn apply_flag(config: &mut Config, name: &str, value: &str) -> Result<(), UsageE
         }
         "--max-clients" => config.max_clients = parse_number(value, name)?,
         "--max-per-ip" => config.max_per_ip = parse_number(value, name)?,
+        "--max-per-loopback" => config.max_per_loopback = parse_number(value, name)?,
+        "--trusted-proxy" => {
+            for item in value.split(',').map(str::trim) {
+                let range =
+                    AddressRange::parse(item).map_err(|e| UsageError(format!("{name}: {e}")))?;
+                config.trusted_proxies.push(range);
+            }
+        }
         "--sign-in-timeout" => {
             let secs: u64 = parse_number(value, name)?;
             config.sign_in_timeout = Duration::from_secs(secs.max(1));
@@ -261,6 +286,13 @@ mod tests {
 
     fn error(message: &str) -> Result<Action, UsageError> {
         Err(UsageError(message.into()))
+    }
+
+    fn ranges(texts: &[&str]) -> Vec<AddressRange> {
+        texts
+            .iter()
+            .map(|text| AddressRange::parse(text).expect(text))
+            .collect()
     }
 
     #[test]
@@ -367,6 +399,46 @@ mod tests {
                 &["--log-level", "loud"],
                 error("--log-level: 'loud' is not error, warn, info or debug"),
             ),
+            (
+                &["--max-per-loopback", "30"],
+                serve(|c| c.max_per_loopback = 30),
+            ),
+            (
+                &["--max-per-loopback", "x"],
+                error("--max-per-loopback: 'x' is not a valid number"),
+            ),
+            (
+                &["--trusted-proxy", "127.0.0.9"],
+                serve(|c| c.trusted_proxies = ranges(&["127.0.0.9"])),
+            ),
+            (
+                &[
+                    "--trusted-proxy",
+                    "10.0.0.5,10.1.0.0/16",
+                    "--trusted-proxy=::1, 2001:db8::/32",
+                ],
+                serve(|c| {
+                    c.trusted_proxies =
+                        ranges(&["10.0.0.5", "10.1.0.0/16", "::1", "2001:db8::/32"]);
+                }),
+            ),
+            (
+                &["--trusted-proxy", "haproxy.local"],
+                error(
+                    "--trusted-proxy: 'haproxy.local' is not an IP address or a prefix like 10.0.0.0/24",
+                ),
+            ),
+            (
+                &["--trusted-proxy", "10.0.0.5,"],
+                error("--trusted-proxy: '' is not an IP address or a prefix like 10.0.0.0/24"),
+            ),
+            (
+                &["--trusted-proxy", "10.0.0.5/8"],
+                error(
+                    "--trusted-proxy: '10.0.0.5/8' has bits set after its /8 prefix; did you mean 10.0.0.0/8?",
+                ),
+            ),
+            (&["--trusted-proxy"], error("--trusted-proxy needs a value")),
         ];
         for (args, expected) in rows {
             assert_eq!(parse_args(args), expected, "args {args:?}");

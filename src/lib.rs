@@ -31,6 +31,7 @@ pub mod log;
 pub mod outbox;
 pub mod password;
 pub mod protocol;
+pub mod proxy;
 pub mod ratelimit;
 pub mod registry;
 pub mod server;

@@ -152,6 +152,38 @@ pub const UDP_DROP_NOTICE_INTERVAL: Duration = Duration::from_secs(1);
 /// reply to a forged one could start an endless ping-pong between two servers.
 pub const UDP_LOWEST_REPLY_PORT: u16 = 1024;
 
+/// Default maximum simultaneous connections from one loopback address (127.0.0.0/8, ::1);
+/// 0 = no limit. `--max-per-ip` does not apply to loopback: everyone logged in to the
+/// server's own machine (students on one shell host, a class on the teacher's laptop)
+/// arrives from 127.0.0.1, and they are many people, not one host hogging the server.
+pub const DEFAULT_MAX_PER_LOOPBACK: usize = 0;
+
+/// Failed passwords from one address that the sign-in throttle lets pass without a delay
+/// for the address (each account still has its own). A classroom on one shell host, every
+/// student on 127.0.0.1, fits in it when a whole class mistypes at once.
+pub const ADDRESS_FAILURE_BURST: u32 = 30;
+
+/// After that burst, the rate at which an address may keep failing: one failure per this
+/// long (30 a minute). People mistype far less often, each account's own delay slows a
+/// person long before this, but guessing across many accounts goes faster.
+pub const ADDRESS_FAILURE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Longest version 1 PROXY protocol header, CRLF included (fixed by the specification:
+/// `PROXY UNKNOWN` with two full IPv6 addresses and ports).
+pub const PROXY_V1_MAX_BYTES: usize = 107;
+
+/// Longest part after the 16-byte head of a version 2 PROXY header (addresses and TLVs)
+/// that is accepted. The format allows 65,535; addresses take at most 216 bytes (Unix
+/// sockets), and HAProxy's TLVs (ALPN, SNI, TLS details, a unique id) fit in the rest.
+pub const MAX_PROXY_V2_BODY_BYTES: usize = 1024;
+
+/// How long a connection that is not from a trusted proxy is watched for a PROXY header
+/// before it is greeted, when `--trusted-proxy` is set (without it the server looks only
+/// at what arrived with the connection, without waiting). A proxy sends its header as soon
+/// as it connects; a netcat user sends nothing until greeted, so this delays their
+/// greeting, and nobody else's, by this much at most.
+pub const PROXY_HEADER_WATCH: Duration = Duration::from_millis(100);
+
 // ---- The web page on the chat port (`connection.rs`, `http.rs`) ----
 
 /// How long the server waits for a new connection's first bytes before it greets it as a

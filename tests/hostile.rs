@@ -342,24 +342,35 @@ fn max_clients_refuses_the_next_connection_with_one_line() {
 
 #[test]
 fn max_per_ip_refuses_the_next_connection_from_that_address() {
-    let server = Server::start_with(&["--max-per-ip", "2"]);
-    let mut first = server.sign_in("first", "pw");
-    let mut second = server.connect();
+    // --max-per-ip does not apply to loopback (tests/shared_host.rs), so the connections
+    // come from a public address, named by a PROXY header from a trusted 127.0.0.1.
+    let server = Server::start_with(&["--max-per-ip", "2", "--trusted-proxy", "127.0.0.1"]);
+    let from = |port: u16| std::net::SocketAddr::from(([203, 0, 113, 7], port));
+    let mut first = server.connect_from(from(1));
+    first.sign_in("first", "pw");
+    let mut second = server.connect_from(from(2));
     second.expect_line("greeting", |l| l.starts_with(GREETING_START));
-    let mut third = server.connect();
+    let mut third = server.connect_from(from(3));
     assert_eq!(
         third.next_line(),
         "! Too many connections from your address; try again later."
     );
     third.expect_closed();
-    let log = server.expect_log("connection_refused");
+    let log = server.expect_log("connection_refused peer=203.0.113.7:3 ");
     assert!(log.contains("Too many connections"), "log:\n{log}");
 
-    // The refused attempt cost the signed-in user nothing, and a freed place is reusable.
+    // The refused attempt cost the signed-in user nothing, another address is not
+    // affected, and a freed place is reusable.
     first.send("~:lu:");
     first.expect("* Users: 1 (1 online)");
+    let mut elsewhere = server.connect_from(std::net::SocketAddr::from(([203, 0, 113, 8], 4)));
+    elsewhere.expect_line("greeting", |l| l.starts_with(GREETING_START));
     second.shutdown();
-    connect_when_admitted(&server);
+    wait_for("a place to be freed", || {
+        let mut client = server.connect_from(from(5));
+        let first = client.next_line();
+        first.starts_with(GREETING_START).then_some(client)
+    });
 }
 
 #[test]

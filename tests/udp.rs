@@ -567,7 +567,8 @@ fn a_sign_in_elsewhere_takes_over_a_udp_session_and_its_address_must_prove_itsel
 
 #[test]
 fn udp_sessions_count_against_the_per_address_limit_shared_with_tcp() {
-    let server = udp_server(&["--max-per-ip", "1"]);
+    // Loopback addresses have their own cap (`--max-per-ip` does not apply to them).
+    let server = udp_server(&["--max-per-loopback", "1"]);
     let tcp = server.connect();
     let mut alice = UdpClient::new(server.port);
     let code = code_in(&alice.ask_for_code());

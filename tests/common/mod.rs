@@ -163,6 +163,25 @@ impl Server {
         Client::connect(self.port)
     }
 
+    /// A connection that begins with a PROXY protocol v1 header naming `client`, for a
+    /// server started with `--trusted-proxy 127.0.0.1`: how a test reaches the server from
+    /// an address other than loopback (to which `--max-per-ip` does not apply).
+    pub fn connect_from(&self, client: std::net::SocketAddr) -> Client {
+        let family = if client.is_ipv4() { "TCP4" } else { "TCP6" };
+        let destination = if client.is_ipv4() { "127.0.0.1" } else { "::1" };
+        let mut connection = self.connect();
+        connection.send_raw(
+            format!(
+                "PROXY {family} {} {destination} {} {}\r\n",
+                client.ip(),
+                client.port(),
+                self.port
+            )
+            .as_bytes(),
+        );
+        connection
+    }
+
     /// A connection that has signed in (registering the account if it is new).
     pub fn sign_in(&self, name: &str, password: &str) -> Client {
         let mut client = self.connect();
