@@ -2,7 +2,12 @@
 //! (CDP) the way a person would use it. It finds the controls by their labels, types a name
 //! and a password, clicks "Sign in", types a line and presses Enter, and a netcat user
 //! receives the line; the netcat user answers, and the answer appears on the page as text.
-//! A screenshot of the page is saved as `target/browser/chat.png` for people to look at.
+//! A screenshot of the page is saved as `target/browser/chat.png` for people to look at
+//! (and Chromium's own messages as `chat.log` beside it).
+//!
+//! Two more runs go through haproxy configured as docs/DEPLOY.md shows, terminating TLS:
+//! the page over `https://` and its WebSocket over `wss://` on the same port, once with
+//! haproxy in TCP mode (the chat's own setup) and once in HTTP mode.
 //!
 //! CDP is JSON over a WebSocket: the test speaks it with the std-only client of
 //! `tests/common/ws.rs`, builds each command by hand and reads only the fields it needs.
@@ -24,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::haproxy::{self, Haproxy};
 use common::ws::{Frame, OP_CONTINUATION, OP_TEXT, WsClient};
 use common::{DEADLINE, Server, TempDir, skip_or_fail, wait_for};
 
@@ -32,20 +38,145 @@ const REQUIRE_VAR: &str = "PTCHAT_REQUIRE_CHROMIUM";
 #[test]
 fn chromium_signs_in_and_chats_with_a_netcat_user() {
     let started = Instant::now();
-    if !chromium_installed() {
-        skip_or_fail(
-            "chromium_signs_in_and_chats_with_a_netcat_user",
-            REQUIRE_VAR,
-            "chromium is not installed (Debian package `chromium`)",
-        );
+    if !chromium_here("chromium_signs_in_and_chats_with_a_netcat_user") {
         return;
     }
     let server = Server::start();
+    let page_url = format!("http://127.0.0.1:{}/", server.port);
+    let screenshot = chat_through_the_page(&server, &page_url, &[], "chat.png");
+    eprintln!(
+        "browser test: {:?}, screenshot {}",
+        started.elapsed(),
+        screenshot.display()
+    );
+}
+
+/// docs/DEPLOY.md's haproxy sections as they are (TCP mode, TLS terminated, PROXY header):
+/// the page over https:// and its WebSocket over wss://, through the same port.
+#[test]
+fn chromium_uses_https_and_wss_through_haproxy_in_tcp_mode() {
+    let test = "chromium_uses_https_and_wss_through_haproxy_in_tcp_mode";
+    if !chromium_here(test) || !haproxy_here(test) {
+        return;
+    }
+    through_haproxy(
+        |pem, tls_port, chat_port| {
+            format!(
+                "
+frontend chat_tls
+    mode tcp
+    option tcplog
+    bind 127.0.0.1:{tls_port} ssl crt {pem}
+    timeout client 1h
+    default_backend chat
+
+backend chat
+    mode tcp
+    timeout connect 5s
+    timeout server 1h
+    server chat 127.0.0.1:{chat_port} source 127.0.0.9 send-proxy check
+"
+            )
+        },
+        "chat-haproxy-tcp.png",
+    );
+}
+
+/// docs/DEPLOY.md's `mode http` frontend for the page: haproxy connects to the server only
+/// once a request has arrived, and relays the WebSocket after the upgrade.
+#[test]
+fn chromium_uses_https_and_wss_through_haproxy_in_http_mode() {
+    let test = "chromium_uses_https_and_wss_through_haproxy_in_http_mode";
+    if !chromium_here(test) || !haproxy_here(test) {
+        return;
+    }
+    through_haproxy(
+        |pem, tls_port, chat_port| {
+            format!(
+                "
+frontend web_tls
+    mode http
+    option httplog
+    bind 127.0.0.1:{tls_port} ssl crt {pem}
+    timeout client 1h
+    timeout http-request 10s
+    default_backend web
+
+backend web
+    mode http
+    timeout connect 5s
+    timeout server 1h
+    timeout tunnel 1h
+    server chat 127.0.0.1:{chat_port} source 127.0.0.9 send-proxy
+"
+            )
+        },
+        "chat-haproxy-http.png",
+    );
+}
+
+/// Starts a server trusting 127.0.0.9, haproxy with the sections `config` writes (given the
+/// certificate, haproxy's port and the server's port), and chats through the page at
+/// `https://127.0.0.1:PORT/`; the server's log must name the browser's own address.
+fn through_haproxy(config: impl Fn(&str, u16, u16) -> String, screenshot: &str) {
+    let started = Instant::now();
+    let server = Server::start_with(&["--trusted-proxy", "127.0.0.9"]);
+    let dir = TempDir::new("haproxy-web");
+    let pem = haproxy::make_certificate(dir.path());
+    let tls_port = haproxy::free_port();
+    let config = format!(
+        "global\n    maxconn 1000\n{}",
+        config(&pem, tls_port, server.port)
+    );
+    let _haproxy = Haproxy::start(dir.path(), &config, &[tls_port]);
+    let page_url = format!("https://127.0.0.1:{tls_port}/");
+    let shot = chat_through_the_page(
+        &server,
+        &page_url,
+        &["--ignore-certificate-errors"],
+        screenshot,
+    );
+    let log = server.log();
+    for expected in [
+        "INFO http peer=127.0.0.1:",
+        "method=GET path=/ status=200",
+        "method=GET path=/ws status=101",
+        "INFO sign_in peer=127.0.0.1:",
+    ] {
+        assert!(log.contains(expected), "no {expected:?} in log:\n{log}");
+    }
+    // The web user is logged under the browser's own address, with haproxy's beside it.
+    let web_peer = log
+        .lines()
+        .find_map(|l| {
+            l.split("INFO sign_in peer=")
+                .nth(1)?
+                .strip_suffix(" user=webuser")
+        })
+        .unwrap_or_else(|| panic!("no sign-in of webuser in log:\n{log}"));
+    let connect = format!("INFO connect peer={web_peer} proxy=127.0.0.9:");
+    assert!(log.contains(&connect), "no {connect:?} in log:\n{log}");
+    eprintln!(
+        "browser test through haproxy: {:?}, screenshot {}",
+        started.elapsed(),
+        shot.display()
+    );
+}
+
+/// A netcat user signs in; Chromium loads `page_url` and, as a person would, signs in as
+/// webuser, sends a line the netcat user receives and shows the netcat user's answer as
+/// text. Saves a screenshot as `target/browser/SCREENSHOT` and returns its path.
+fn chat_through_the_page(
+    server: &Server,
+    page_url: &str,
+    chromium_flags: &[&str],
+    screenshot: &str,
+) -> PathBuf {
     let mut nc = server.sign_in("ncuser", "nc-pass");
     let output = output_dir();
-    let chromium = Chromium::start(&output);
-    let page_url = format!("http://127.0.0.1:{}/", server.port);
-    let mut page = chromium.open(&page_url);
+    let log = output.join(Path::new(screenshot).with_extension("log"));
+    let chromium = Chromium::start(&log, chromium_flags);
+    let mut page = chromium.open(page_url);
     page.wait_for_js(
         "the page to load",
         "location.href + ' ' + document.readyState",
@@ -88,13 +219,33 @@ fn chromium_signs_in_and_chats_with_a_netcat_user() {
         "ncuseronline,webuseronline",
     );
 
-    let screenshot = output.join("chat.png");
-    page.screenshot(&screenshot);
-    eprintln!(
-        "browser test: {:?}, screenshot {}",
-        started.elapsed(),
-        screenshot.display()
-    );
+    let path = output.join(screenshot);
+    page.screenshot(&path);
+    path
+}
+
+fn chromium_here(test: &str) -> bool {
+    let here = chromium_installed();
+    if !here {
+        skip_or_fail(
+            test,
+            REQUIRE_VAR,
+            "chromium is not installed (Debian package `chromium`)",
+        );
+    }
+    here
+}
+
+fn haproxy_here(test: &str) -> bool {
+    let here = haproxy::installed();
+    if !here {
+        skip_or_fail(
+            test,
+            "PTCHAT_REQUIRE_HAPROXY",
+            "haproxy and openssl are needed (.ci/run installs them)",
+        );
+    }
+    here
 }
 
 fn chromium_installed() -> bool {
@@ -129,9 +280,10 @@ struct Chromium {
 }
 
 impl Chromium {
-    fn start(output: &Path) -> Chromium {
+    /// Starts Chromium with `extra_flags`; its own messages go to `log`.
+    fn start(log: &Path, extra_flags: &[&str]) -> Chromium {
         let profile = TempDir::new("chromium");
-        let log = File::create(output.join("chromium.log")).expect("create chromium.log");
+        let log = File::create(log).expect("create Chromium's log file");
         let child = Command::new("chromium")
             .args([
                 "--headless",
@@ -145,6 +297,7 @@ impl Chromium {
                 "--window-size=900,600",
                 "--remote-debugging-port=0",
             ])
+            .args(extra_flags)
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg("about:blank")
             .stdin(Stdio::null())
