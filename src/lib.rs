@@ -24,6 +24,7 @@ pub mod clock;
 pub mod config;
 pub mod connection;
 pub mod crypto;
+pub mod delivery;
 pub mod http;
 pub mod limits;
 pub mod line_reader;

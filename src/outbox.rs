@@ -15,25 +15,31 @@
 //! can delay nobody: its lines pile up in its own queue until it is cut.
 //!
 //! One wait remains, the other way round: a sender whose line finds a queue over half
-//! full while that client's writer thread keeps writing waits, with no lock held, until
-//! the queue is below half again ([`Outbox::wait_uncrowded`]). A client that reads, however
-//! slowly, then slows its senders down (TCP slows theirs) instead of being cut; one that
-//! has stopped reading holds a sender once, for at most [`WRITER_STUCK_AFTER`].
+//! full while someone writes it to a client that still takes bytes waits, with no lock
+//! held, until the queue is below half again ([`Outbox::wait_uncrowded`]). A client that
+//! reads, however slowly, then slows its senders down (TCP slows theirs) instead of being
+//! cut; one that has stopped reading holds a sender once, for at most
+//! [`WRITER_STUCK_AFTER`].
 //!
-//! It must not know users, the registry or the protocol: it moves whole lines (`Arc<str>`,
-//! shared by every receiver of a broadcast) and asks the [`Transport`] to encode and write
-//! them. Its locks are per client and never held across a syscall.
+//! The writer thread is in `outbox/writer.rs`; what a sender does after the registry lock
+//! (write its claims, wake, cut, wait) is a [`Delivery`](crate::delivery::Delivery). This
+//! module must not know users, the registry or the protocol: it moves whole lines
+//! (`Arc<str>`, shared by every receiver of a broadcast) and asks the [`Transport`] to
+//! encode and write them. Its locks are per client and never held across a syscall.
+
+mod writer;
 
 use std::collections::VecDeque;
 use std::io::ErrorKind;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::limits::{CROWDED_PATIENCE, WRITER_LINGER};
-use crate::log;
+use crate::limits::WRITER_LINGER;
 use crate::stats;
-use crate::threads::CLIENT_THREADS;
 use crate::transport::Transport;
+
+/// Entries an empty queue keeps room for (see `Queue::take`).
+const QUEUE_KEEP_ENTRIES: usize = 8;
 
 /// What may be queued for a client.
 #[derive(Debug, Clone)]
@@ -85,10 +91,6 @@ pub enum Pushed {
 /// has stopped reading: senders no longer wait for it (see [`Pushed::Crowded`]), and its
 /// queue fills until it is cut.
 pub const WRITER_STUCK_AFTER: Duration = Duration::from_millis(50);
-
-/// The writer thread writes at most this much per call, so that a client that reads, even
-/// slowly, shows progress (at least 80 KB/s within [`WRITER_STUCK_AFTER`]).
-const WRITE_CHUNK: usize = 4 * 1024;
 
 /// Who has the right to write to the transport. Exactly one party at a time, so lines are
 /// never interleaved and never reordered.
@@ -165,13 +167,18 @@ impl Queue {
     /// Encodes everything queued into `buf` for one write. Returns the entries it holds.
     fn take(&mut self, transport: &dyn Transport, buf: &mut Vec<u8>) -> u64 {
         buf.append(&mut self.rest);
-        let mut entries = std::mem::take(&mut self.rest_entries);
+        let entries = std::mem::take(&mut self.rest_entries) + self.entries.len() as u64;
         for entry in self.entries.drain(..) {
             match entry {
                 Entry::Lines(text) => transport.encode(&text, buf),
                 Entry::Wire(bytes) => buf.extend_from_slice(&bytes),
             }
-            entries += 1;
+        }
+        // A queue that grew in a burst (a sign-in storm's notices) lets its buffer go, or
+        // it would keep that capacity for the rest of the connection; a small one is kept
+        // for the next lines rather than freed and allocated again each time.
+        if self.entries.capacity() > QUEUE_KEEP_ENTRIES {
+            self.entries = VecDeque::new();
         }
         self.bytes = 0;
         entries
@@ -358,115 +365,6 @@ impl Outbox {
         }
     }
 
-    /// The client fell behind: from now on its own thread writes, with writes that may
-    /// wait. If no thread can be started (the server is at its thread budget), the client
-    /// is cut rather than left with lines nobody writes.
-    fn start_writer_thread(self: &Arc<Self>) {
-        self.lock().writer = Writer::Thread;
-        let outbox = Arc::clone(self);
-        if let Err(e) = CLIENT_THREADS.spawn("client-writer", move || outbox.run_writer()) {
-            log::warn(
-                "writer_unavailable",
-                &[("error", &e), ("action", &"disconnect")],
-            );
-            self.hang_up();
-        }
-    }
-
-    /// The body of a client's writer thread: write the backlog with patient writes until
-    /// the queue has stayed empty for [`WRITER_LINGER`], then give the right to write back
-    /// to the senders and end. A client that fell behind once is likely to again soon, and
-    /// starting a thread costs more than waking one.
-    fn run_writer(&self) {
-        if self.transport.set_patient(true).is_err() {
-            self.hang_up();
-            return;
-        }
-        let mut buf = Vec::new();
-        while let Some(entries) = self.next_batch(&mut buf) {
-            let result = buf
-                .chunks(WRITE_CHUNK)
-                .try_for_each(|chunk| self.write_chunk(chunk));
-            if let Err(e) = result {
-                log::debug("write_failed", &[("error", &e)]);
-                self.hang_up();
-                return;
-            }
-            self.wrote(entries, &[]);
-            buf.clear();
-        }
-    }
-
-    /// For the writer thread: one chunk of a batch, written patiently, then noted as
-    /// progress, which senders waiting for this client look at.
-    fn write_chunk(&self, chunk: &[u8]) -> std::io::Result<()> {
-        write_all(&*self.transport, chunk)?;
-        stats::record_bytes_out(chunk.len());
-        let mut queue = self.lock();
-        queue.last_progress = Some(Instant::now());
-        let anyone_waits = queue.waiters > 0;
-        drop(queue);
-        if anyone_waits {
-            self.progress.notify_all();
-        }
-        Ok(())
-    }
-
-    /// For the writer thread: waits for lines and encodes them all into `buf`. `None` when
-    /// the thread should end: the connection is closed, or nothing came for a while and the
-    /// right to write went back to the senders.
-    fn next_batch(&self, buf: &mut Vec<u8>) -> Option<u64> {
-        let mut queue = self.lock();
-        loop {
-            if queue.state == State::Closed {
-                return None;
-            }
-            if !queue.is_empty() {
-                queue.writer = Writer::Thread;
-                return Some(queue.take(&*self.transport, buf));
-            }
-            if queue.state == State::Closing {
-                drop(queue);
-                self.hang_up();
-                return None;
-            }
-            queue.writer = Writer::ThreadAsleep;
-            let (woken, timeout) = self
-                .lines_queued
-                .wait_timeout(queue, self.linger)
-                .unwrap_or_else(PoisonError::into_inner);
-            queue = woken;
-            if timeout.timed_out() && queue.is_empty() && queue.state == State::Open {
-                drop(queue);
-                if self.give_back() {
-                    return None;
-                }
-                queue = self.lock();
-            }
-        }
-    }
-
-    /// The writer thread lets go: its transport becomes impatient again *before* anyone
-    /// else may write to it. False if a line came meanwhile and the thread must stay.
-    fn give_back(&self) -> bool {
-        if self.transport.set_patient(false).is_err() {
-            self.hang_up();
-            return true;
-        }
-        let mut queue = self.lock();
-        if queue.is_empty() && queue.state == State::Open {
-            queue.writer = Writer::Nobody;
-            return true;
-        }
-        queue.writer = Writer::Thread;
-        drop(queue);
-        if self.transport.set_patient(true).is_err() {
-            self.hang_up();
-            return true;
-        }
-        false
-    }
-
     /// Wakes the writer thread for lines a push queued ([`Pushed::Wake`]).
     pub fn wake(&self) {
         self.lines_queued.notify_one();
@@ -569,7 +467,7 @@ impl Outbox {
 
     /// Gives up a claim that cannot be written now (the claimer is unwinding from a panic):
     /// the lines stay queued for the next push, which claims them again.
-    fn abandon(&self) {
+    pub(crate) fn abandon(&self) {
         let mut queue = self.lock();
         if queue.writer == Writer::Sender {
             queue.writer = Writer::Nobody;
@@ -592,97 +490,10 @@ fn claim(queue: &mut Queue) -> Pushed {
     }
 }
 
-/// Writes all of `bytes` with the transport's patient writes.
-fn write_all(transport: &dyn Transport, mut bytes: &[u8]) -> std::io::Result<()> {
-    while !bytes.is_empty() {
-        match transport.write(bytes) {
-            Ok(0) => return Err(ErrorKind::WriteZero.into()),
-            Ok(n) => bytes = &bytes[n.min(bytes.len())..],
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// What one delivery under the registry lock leaves to do once the lock is released: the
-/// queues its sender now writes, the writer threads to wake, the clients to cut. Each is a
-/// syscall, so none may happen under the lock.
-#[must_use = "call complete() once the registry lock is released"]
-#[derive(Default)]
-pub struct Delivery {
-    /// In the order the lines were queued, so the receivers get them in that order.
-    to_write: Vec<Arc<Outbox>>,
-    to_wake: Vec<Arc<Outbox>>,
-    /// Queues that overflowed, with their user's name for the log.
-    to_cut: Vec<(String, Arc<Outbox>)>,
-    /// Queues whose writer threads this sender waits for (see [`Pushed::Crowded`]).
-    to_wait: Vec<Arc<Outbox>>,
-}
-
-impl Delivery {
-    /// A delivery to up to `receivers` clients, sized at once: one allocation for a
-    /// broadcast to 10,000 clients instead of fourteen growing ones.
-    pub fn for_receivers(receivers: usize) -> Delivery {
-        Delivery {
-            to_write: Vec::with_capacity(receivers),
-            to_wake: Vec::new(),
-            to_cut: Vec::new(),
-            to_wait: Vec::new(),
-        }
-    }
-
-    /// Records what pushing to `name`'s `outbox` left to do.
-    pub fn note(&mut self, name: &str, outbox: &Arc<Outbox>, pushed: Result<Pushed, PushError>) {
-        match pushed {
-            Ok(Pushed::Queued) | Err(PushError::Closed) => {}
-            Ok(Pushed::Claimed) => self.to_write.push(Arc::clone(outbox)),
-            Ok(Pushed::Wake) => self.to_wake.push(Arc::clone(outbox)),
-            Ok(Pushed::Crowded) => self.to_wait.push(Arc::clone(outbox)),
-            Err(PushError::Full) => self.to_cut.push((name.to_string(), Arc::clone(outbox))),
-        }
-    }
-
-    /// Finishes the delivery, with no lock held, on the thread of the client that caused
-    /// it: cuts and wake-ups first, since they are quick and let others go on, then this
-    /// thread's own writes, one per claimed client, and last the wait for crowded queues.
-    pub fn complete(mut self) {
-        for (name, outbox) in self.to_cut.drain(..) {
-            log::warn(
-                "sendq_exceeded",
-                &[("user", &name), ("action", &"disconnect")],
-            );
-            outbox.hang_up();
-        }
-        for outbox in self.to_wake.drain(..) {
-            outbox.wake();
-        }
-        // Popped one at a time, so if a write panics, `drop` still gives up the rest.
-        self.to_write.reverse();
-        let mut buf = Vec::new();
-        while let Some(outbox) = self.to_write.pop() {
-            outbox.write_queue(&mut buf);
-        }
-        let deadline = Instant::now() + CROWDED_PATIENCE;
-        for outbox in self.to_wait.drain(..) {
-            outbox.wait_uncrowded(deadline);
-        }
-    }
-}
-
-impl Drop for Delivery {
-    /// Reached with claims left only when `complete` was never called or panicked: give
-    /// them up without I/O (this may run under the lock), so no client is left unwritable.
-    fn drop(&mut self) {
-        for outbox in &self.to_write {
-            outbox.abandon();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::delivery::Delivery;
     use crate::transport::MemoryTransport;
 
     fn lines(s: &str) -> Entry {
@@ -828,6 +639,19 @@ mod tests {
         stalled.lock().last_progress = Some(Instant::now());
         assert!(stalled.lock().is_crowded(100));
         stalled.hang_up();
+    }
+
+    #[test]
+    fn a_queue_that_grew_in_a_burst_lets_its_buffer_go_once_written() {
+        let (outbox, client) = new_outbox(1 << 20, usize::MAX);
+        assert_eq!(outbox.push(lines("0\n")), Ok(Pushed::Claimed));
+        for i in 1..100 {
+            assert_eq!(outbox.push(lines(&format!("{i}\n"))), Ok(Pushed::Queued));
+        }
+        assert!(outbox.lock().entries.capacity() >= 100);
+        outbox.write_queue(&mut Vec::new());
+        assert_eq!(client.lines().len(), 100);
+        assert!(outbox.lock().entries.capacity() <= QUEUE_KEEP_ENTRIES);
     }
 
     #[test]

@@ -13,8 +13,9 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use crate::delivery::Delivery;
 use crate::limits::{MAILBOX_CAP, MAX_ROOM_FOR_NOTICES};
-use crate::outbox::{Delivery, Entry, Outbox};
+use crate::outbox::{Entry, Outbox};
 use crate::password::PasswordHash;
 use crate::protocol::{Reply, name_key};
 use crate::stats;
