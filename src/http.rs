@@ -13,33 +13,12 @@
 
 use std::fmt;
 use std::io::{self, ErrorKind, Read};
-use std::time::Duration;
 
-/// Longest request head, in bytes: request line, headers and the blank line. Browsers send
-/// well under 2 KiB to a server that sets no cookies; 8 KiB is the common server default
-/// (nginx, Node.js started there). Could move to `limits.rs`.
-pub const MAX_HEAD_BYTES: usize = 8 * 1024;
-
-/// Most header lines in one request. A browser's WebSocket upgrade has about 15; the cap
-/// keeps a head of thousands of tiny headers from costing a thousand allocations. Could move
-/// to `limits.rs`.
-pub const MAX_HEADERS: usize = 64;
-
-/// Longest request line, in bytes, without its line ending. This server's paths are `/` and
-/// `/ws`; the cap only has to be generous for query strings a browser may add. Could move to
-/// `limits.rs`.
-pub const MAX_REQUEST_LINE_BYTES: usize = 2048;
+use crate::limits::{MAX_HEAD_BYTES, MAX_HEADERS, MAX_REQUEST_LINE_BYTES};
 
 /// How many first bytes [`sniff`] needs at most to decide: `OPTIONS ` is the longest method
 /// with its space.
 pub const SNIFF_BYTES: usize = 8;
-
-/// How long the server waits for a new connection's first bytes before it greets it as a
-/// chat user. A browser sends its request at once, together with the last packet of the TCP
-/// handshake, so it arrives within milliseconds even through a TLS terminator; a netcat user
-/// sends nothing until greeted, so each waits this long for the greeting (well within the
-/// promised one second). Could move to `limits.rs`.
-pub const SNIFF_WAIT: Duration = Duration::from_millis(300);
 
 /// The request methods [`sniff`] recognises (RFC 9110, section 9, and PATCH).
 const METHODS: &[&str] = &[
@@ -76,7 +55,8 @@ pub fn sniff(first: &[u8]) -> Sniff {
 }
 
 /// Reads a new connection's first bytes until [`sniff`] decides, at most [`SNIFF_BYTES`].
-/// The caller bounds the wait on `source` (a read timeout or deadline of [`SNIFF_WAIT`]): a
+/// The caller bounds the wait on `source` (a read timeout or deadline of
+/// [`SNIFF_WAIT`](crate::limits::SNIFF_WAIT)): a
 /// read that times out means the client is waiting to be greeted, so it is a chat user. So
 /// is a client that closes at once. Returns the decision and the bytes read, which belong
 /// to whoever reads the connection next (see [`Prefixed`]).
@@ -242,10 +222,18 @@ pub fn read_head(source: &mut impl Read) -> Result<(Request, Vec<u8>), HeadError
     let mut buf = vec![0u8; MAX_HEAD_BYTES];
     let mut len = 0;
     let mut scan = HeadScan::default();
+    let mut line_checked = false;
     loop {
         if let Some(end) = scan.feed(&buf[..len]) {
             let request = parse_head(&buf[..end])?;
             return Ok((request, buf[end..len].to_vec()));
+        }
+        // Refuse a malformed request line as soon as it is complete: a netcat user whose
+        // first line was `GET lost` is answered at once, not when the deadline passes.
+        if let (Some(line_end), false) = (scan.first_line_end, line_checked) {
+            line_checked = true;
+            let line = &buf[..line_end];
+            parse_request_line(line.strip_suffix(b"\r").unwrap_or(line))?;
         }
         // Refuse an endless request line early, without waiting for the whole budget.
         if scan.first_line_end.is_none() && len > MAX_REQUEST_LINE_BYTES + 1 {
@@ -918,6 +906,12 @@ mod tests {
                 Some(BadRequest::BadHeader),
             ),
             (b"GET /\r\n\r\n".to_vec(), Some(BadRequest::BadRequestLine)),
+            // Refused before the head ends: nothing more will make it right.
+            (b"GET lost\n".to_vec(), Some(BadRequest::BadRequestLine)),
+            (
+                b"GET / HTTP/3.0\r\n".to_vec(),
+                Some(BadRequest::UnsupportedVersion),
+            ),
             (b"".to_vec(), None),
             (b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec(), None),
         ];

@@ -1,17 +1,19 @@
 //! ptchat: a chat server for netcat clients, one thread per client, std only.
 //!
 //! Read the modules in this order to follow one message through the server:
-//! `server` (accepting, one thread per client) -> `line_reader` (framing) -> `session`
-//! (sign-in and commands) -> `protocol` (syntax and replies) -> `registry` (who receives
-//! what, under the one lock) -> `outbox` (each client's queue, and who writes it once the
-//! lock is released) -> `transport` (the socket calls). Around them: `store` and
-//! `password` make accounts durable and safe, `throttle` and `ratelimit` slow abusers
-//! down, `capacity` and `threads` keep the server within the machine's limits, `limits`
-//! names every number, `config` reads the command line, `log`, `stats` and `clock` serve
-//! the operator, `crypto` holds SHA-256, HMAC and PBKDF2. The other ways in: `udp` lets
-//! `nc -u` users into the same chat; `http` (one request head), `websocket` (RFC 6455
-//! frames as lines) and `web` (the page and its routes), with `sha1` and `base64` for the
-//! handshake, serve the web page.
+//! `server` (accepting, one thread per client) -> `connection` (chat or web?) ->
+//! `line_reader` (framing) -> `session` (sign-in and commands) -> `protocol` (syntax and
+//! replies) -> `registry` (who receives what, under the one lock) -> `outbox` (each
+//! client's queue, and who writes it once the lock is released) -> `transport` (the socket
+//! calls). Around them: `store` and `password` make accounts durable and safe, `throttle`
+//! and `ratelimit` slow abusers down, `capacity` and `threads` keep the server within the
+//! machine's limits, `limits` names every number, `config` reads the command line, `log`,
+//! `stats` and `clock` serve the operator, `crypto` holds SHA-256, HMAC and PBKDF2. The
+//! other ways in: `udp` lets `nc -u` users into the same chat; on the chat port,
+//! `connection` tells a browser from a netcat user, and `http` (one request head),
+//! `websocket` (RFC 6455 frames as lines), `ws_transport` (lines out as frames) and `web`
+//! (the page and its routes), with `sha1` and `base64` for the handshake, serve the web
+//! page.
 //! docs/ARCHITECTURE.md draws the whole picture.
 
 #![forbid(unsafe_code)]
@@ -20,6 +22,7 @@ pub mod base64;
 pub mod capacity;
 pub mod clock;
 pub mod config;
+pub mod connection;
 pub mod crypto;
 pub mod delivery;
 pub mod http;
@@ -44,3 +47,4 @@ pub mod transport;
 pub mod udp;
 pub mod web;
 pub mod websocket;
+pub mod ws_transport;
