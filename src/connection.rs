@@ -12,7 +12,8 @@
 //!     ├─ not a request line, or nothing: chat over TCP
 //!     │    LineReader(first bytes + socket) ─> session::run ─> Outbox(TcpTransport)
 //!     └─ "GET " ...: HTTP, the head read under the sign-in deadline, then web::route
-//!          ├─ the page, or an error status: one response, then close
+//!          ├─ the page: answered, and the connection kept for the next request
+//!          ├─ an error status: one response, then close
 //!          └─ 101 to /ws: WebSocket
 //!               WsLines(bytes behind the head + socket) ─> session::run ─> Outbox(WsTransport)
 //! ```
@@ -27,7 +28,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::http::{self, HeadError, Prefixed, Response, Sniff};
-use crate::limits::{HTTP_LINGER, HTTP_LINGER_BYTES, SNIFF_WAIT, WRITE_TIMEOUT};
+use crate::limits::{HTTP_KEEP_ALIVE, HTTP_LINGER, HTTP_LINGER_BYTES, SNIFF_WAIT, WRITE_TIMEOUT};
 use crate::line_reader::{Line, LineReader, LineSource};
 use crate::log;
 use crate::outbox::Outbox;
@@ -83,8 +84,10 @@ fn serve_chat(
     reason
 }
 
-/// A browser: one request, read whole under the sign-in deadline, then one answer. Only
-/// an upgrade to `/ws` keeps the connection, as a WebSocket.
+/// A browser: requests, each read whole, each answered. The first must arrive within the
+/// sign-in deadline; after the page the connection stays open for the next (a reload)
+/// for up to `HTTP_KEEP_ALIVE`. An error closes it; an upgrade to `/ws` turns it into a
+/// WebSocket.
 fn serve_http(
     shared: &Shared,
     stream: Arc<TcpStream>,
@@ -93,40 +96,57 @@ fn serve_http(
     deadline: Instant,
 ) -> String {
     let mut source = Prefixed::new(first, Deadline::new(&stream, Some(deadline)));
-    let (request, leftover) = match http::read_head(&mut source) {
-        Ok(read) => read,
-        // Closed, or the deadline passed, before the head ended: nobody to answer.
-        Err(HeadError::Io(e))
-            if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) =>
-        {
-            return "http: no complete request within the sign-in timeout".into();
-        }
-        Err(HeadError::Io(e)) => return format!("http: no complete request: {e}"),
-        Err(HeadError::Bad(bad)) => {
-            let response = http::error(bad.status());
-            log_http(peer, None, &response);
-            answer_and_close(&stream, &response);
-            return format!("http {}: {bad}", response.status.code());
-        }
-    };
-    match web::route(&request) {
-        Route::Page(response) => {
-            log_http(peer, Some(&request), &response);
-            answer_and_close(&stream, &response);
-            format!("http {}", response.status.code())
-        }
-        Route::Refuse { response, reason } => {
-            log_http(peer, Some(&request), &response);
-            answer_and_close(&stream, &response);
-            format!("http {}: {reason}", response.status.code())
-        }
-        Route::Upgrade(response) => {
-            log_http(peer, Some(&request), &response);
-            if let Err(e) = answer(&stream, &response) {
-                return format!("write error: {e}");
+    let mut answered = 0;
+    loop {
+        let (request, leftover) = match http::read_head(&mut source) {
+            Ok(read) => read,
+            // Closed, or the time passed, before a head ended: nobody to answer.
+            Err(HeadError::Io(_)) if answered > 0 => return format!("http: {answered} answered"),
+            Err(HeadError::Io(e))
+                if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) =>
+            {
+                return "http: no complete request within the sign-in timeout".into();
             }
-            serve_websocket(shared, stream, peer, leftover, deadline)
+            Err(HeadError::Io(e)) => return format!("http: no complete request: {e}"),
+            Err(HeadError::Bad(bad)) => {
+                let response = http::error(bad.status());
+                log_http(peer, None, &response);
+                answer_and_close(&stream, &response);
+                return format!("http {}: {bad}", response.status.code());
+            }
+        };
+        let response = match web::route(&request) {
+            Route::Page(response) if request.allows_keep_alive() => response.keep_open(),
+            Route::Page(response) => response,
+            Route::Refuse { response, reason } => {
+                log_http(peer, Some(&request), &response);
+                answer_and_close(&stream, &response);
+                return format!("http {}: {reason}", response.status.code());
+            }
+            Route::Upgrade(response) => {
+                log_http(peer, Some(&request), &response);
+                if let Err(e) = answer(&stream, &response) {
+                    return format!("write error: {e}");
+                }
+                // On a kept connection the sign-in time starts with this request.
+                let sign_in_by = match answered {
+                    0 => deadline,
+                    _ => Instant::now() + shared.config.sign_in_timeout,
+                };
+                return serve_websocket(shared, stream, peer, leftover, sign_in_by);
+            }
+        };
+        log_http(peer, Some(&request), &response);
+        if !response.is_kept_open() {
+            answer_and_close(&stream, &response);
+            return format!("http {}", response.status.code());
         }
+        if let Err(e) = answer(&stream, &response) {
+            return format!("write error: {e}");
+        }
+        answered += 1;
+        let idle_until = Instant::now() + HTTP_KEEP_ALIVE;
+        source = Prefixed::new(leftover, Deadline::new(&stream, Some(idle_until)));
     }
 }
 

@@ -3,9 +3,9 @@
 //! This module owns the syntax: telling a browser's request line from a chat user's first
 //! line ([`sniff`]), reading one request head within hard bounds ([`read_head`], built on
 //! the pure [`parse_head`]), and spelling a response ([`Response`]). It must not decide what
-//! a path means (that is `web.rs`) or know about WebSocket frames (`websocket.rs`), and it
-//! never serves a second request on a connection: every response but a protocol switch says
-//! `Connection: close`, so there is no keep-alive state to get wrong.
+//! a path means (that is `web.rs`) or know about WebSocket frames (`websocket.rs`). A
+//! response says `Connection: close` unless it is a protocol switch or marked
+//! [`Response::keep_open`] (the page, see `limits::HTTP_KEEP_ALIVE`).
 //!
 //! The bounds are the point, as in `line_reader.rs`: a client that sends an endless head
 //! costs at most [`MAX_HEAD_BYTES`], and the bytes after the head (WebSocket frames a
@@ -115,6 +115,12 @@ impl Request {
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether the client lets the connection stay open after the answer: HTTP/1.1 does
+    /// unless it says `Connection: close`; HTTP/1.0 is always closed.
+    pub fn allows_keep_alive(&self) -> bool {
+        self.minor_version >= 1 && !self.has_token("Connection", "close")
     }
 
     /// Whether any `name` header lists `token` in its comma-separated value, ignoring case:
@@ -473,12 +479,13 @@ impl Status {
 }
 
 /// One response: status, headers, body. [`Response::to_bytes`] adds `Content-Length` and
-/// `Connection: close` to everything but a protocol switch.
+/// `Connection: close` to everything but a protocol switch or a response kept open.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     pub status: Status,
     headers: Vec<(&'static str, String)>,
     body: Vec<u8>,
+    keep_open: bool,
 }
 
 impl Response {
@@ -488,7 +495,20 @@ impl Response {
             status,
             headers: Vec::new(),
             body: Vec::new(),
+            keep_open: false,
         }
+    }
+
+    /// Leaves the connection open for another request (HTTP/1.1's default), instead of
+    /// saying `Connection: close`.
+    pub fn keep_open(mut self) -> Self {
+        self.keep_open = true;
+        self
+    }
+
+    /// Whether the connection stays open after this response.
+    pub fn is_kept_open(&self) -> bool {
+        self.keep_open
     }
 
     /// Adds a header. Values come from this server, never from a request, so they hold no
@@ -527,7 +547,9 @@ impl Response {
         }
         if self.status != Status::SwitchingProtocols {
             head.push_str(&format!("Content-Length: {}\r\n", self.body.len()));
-            head.push_str("Connection: close\r\n");
+            if !self.keep_open {
+                head.push_str("Connection: close\r\n");
+            }
         }
         head.push_str("\r\n");
         let mut bytes = head.into_bytes();

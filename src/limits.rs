@@ -214,3 +214,11 @@ pub const HTTP_LINGER: Duration = Duration::from_secs(1);
 
 /// ...and at most this many bytes: a client that keeps sending is cut anyway.
 pub const HTTP_LINGER_BYTES: usize = 64 * 1024;
+
+/// How long a connection that fetched the page stays open for the browser's next request.
+/// Browsers open connections before they need them (preconnect) and send a request on one
+/// seconds later; such a silent connection is greeted as a chat user after [`SNIFF_WAIT`]
+/// and cannot serve a page any more. Chromium reuses a connection it has already used
+/// before an unused one, so a reload goes to this kept-open connection instead. Five
+/// minutes, as long as Chromium keeps a used connection.
+pub const HTTP_KEEP_ALIVE: Duration = Duration::from_secs(5 * 60);

@@ -611,3 +611,35 @@ fn json_helpers_round_trip() {
     );
     assert_eq!(string_field("{\"other\":\"x\"}", "value"), None);
 }
+
+/// Chromium opens connections ahead of need and sends a request on one seconds later; the
+/// server greets such a silent connection as a netcat user after its sniff wait, and it
+/// can serve no page any more. A reload must still show the page: Chromium prefers the
+/// connection it already used, which the server keeps open (`HTTP_KEEP_ALIVE`).
+#[test]
+fn reloading_the_page_shows_it_again() {
+    if !chromium_here("reloading_the_page_shows_it_again") {
+        return;
+    }
+    let server = Server::start();
+    let page_url = format!("http://127.0.0.1:{}/", server.port);
+    let chromium = Chromium::start(&output_dir().join("reloads.log"), &[]);
+    let mut page = chromium.open(&page_url);
+    page.wait_for_js("the page", "document.title", "ptchat");
+    for reload in 1..=4 {
+        // A person's pause, longer than the sniff wait: any connection Chromium opened
+        // ahead and left silent has been greeted as a chat user by now.
+        std::thread::sleep(Duration::from_secs(1));
+        // A mark on this document: the reloaded one has none.
+        page.evaluate("window.beforeReload = true");
+        page.call_raw("Page.reload", "{}");
+        page.wait_for_js(
+            &format!("the page again after reload {reload}"),
+            "window.beforeReload === undefined && document.readyState === 'complete' \
+             && document.title",
+            "ptchat",
+        );
+    }
+    let served = server.log().matches("path=/ status=200").count();
+    assert_eq!(served, 5, "{}", server.log());
+}

@@ -80,6 +80,43 @@ fn get(path: &str, port: u16) -> String {
     )
 }
 
+/// A GET of `path` from a client that wants the connection closed after the answer.
+fn get_and_close(path: &str, port: u16) -> String {
+    get(path, port).replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n")
+}
+
+/// One response read whole by its `Content-Length`, leaving the connection open.
+fn read_response(stream: &mut TcpStream) -> String {
+    let deadline = Instant::now() + DEADLINE;
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .and_then(|n| n.parse::<usize>().ok())
+                .unwrap_or_else(|| panic!("no Content-Length in {head:?}"));
+            if body.len() >= length {
+                return text;
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "no whole response within {DEADLINE:?}: {text:?}"
+        );
+        stream.set_read_timeout(Some(left)).expect("set timeout");
+        match stream.read(&mut chunk) {
+            Ok(0) => panic!("closed after {text:?}"),
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) => panic!("read failed after {text:?}: {e}"),
+        }
+    }
+}
+
 /// A web user who has signed in as `name` (registering it if new).
 fn web_user(server: &Server, name: &str, password: &str) -> WsClient {
     let mut ws = WsClient::connect(server.port);
@@ -140,7 +177,7 @@ fn a_silent_netcat_user_is_greeted_within_one_second() {
 #[test]
 fn an_http_answer_never_has_chat_bytes_before_its_status_line() {
     let server = Server::start();
-    let request = get("/", server.port);
+    let request = get_and_close("/", server.port);
     // However the request's first bytes are cut into packets, the answer is HTTP.
     for cut in [request.len(), 1, 2, 3, 4, 8] {
         let mut stream = TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
@@ -191,10 +228,45 @@ fn a_name_that_starts_like_a_method_is_a_chat_user() {
 
 // ---- HTTP ----
 
+/// A browser reloads on the connection it already used, which the server knows is HTTP,
+/// rather than on one it opened ahead and left silent (which the server greets as a chat
+/// user after the sniff wait): so the page's connection stays open, and quiet.
+#[test]
+fn the_page_connection_stays_open_and_quiet_for_the_next_request() {
+    let server = Server::start();
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
+    for reload in 0..3 {
+        stream
+            .write_all(get("/", server.port).as_bytes())
+            .expect("send");
+        let response = read_response(&mut stream);
+        let (head, body) = split_response(&response);
+        assert_eq!(head[0], "HTTP/1.1 200 OK", "request {reload}");
+        assert!(!head.contains(&"Connection: close"), "{head:#?}");
+        assert_eq!(body, PAGE);
+        // Longer than the sniff wait: a chat greeting would have come by now.
+        stream
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .expect("set timeout");
+        let mut byte = [0u8; 1];
+        match stream.read(&mut byte) {
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            other => panic!("the kept connection was not quiet: {other:?}"),
+        }
+    }
+    // A client that asks for the close gets it.
+    let response = send_then_read_all(stream, get_and_close("/", server.port).as_bytes());
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response:?}");
+    assert!(response.contains("Connection: close\r\n"));
+}
+
 #[test]
 fn get_slash_returns_the_page_with_its_security_headers() {
     let server = Server::start();
-    let response = http_exchange(server.port, get("/?from=test", server.port).as_bytes());
+    let response = http_exchange(
+        server.port,
+        get_and_close("/?from=test", server.port).as_bytes(),
+    );
     let (head, body) = split_response(&response);
     assert_eq!(head[0], "HTTP/1.1 200 OK");
     assert_eq!(body, PAGE, "the page as embedded");
@@ -359,7 +431,8 @@ fn request_heads_are_bounded_in_size_and_count() {
     let big_header = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(9 * 1024));
     let many_headers = format!("GET / HTTP/1.1\r\n{}\r\n", "A: b\r\n".repeat(65));
     let long_line = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(3000));
-    let just_under = format!("GET / HTTP/1.1\r\n{}\r\n", "A: b\r\n".repeat(64));
+    // HTTP/1.0: the connection closes after the answer (a 65th header would say so).
+    let just_under = format!("GET / HTTP/1.0\r\n{}\r\n", "A: b\r\n".repeat(64));
     let rows: Vec<(String, &str)> = vec![
         (big_header, "HTTP/1.1 431 Request Header Fields Too Large"),
         (many_headers, "HTTP/1.1 431 Request Header Fields Too Large"),
