@@ -234,7 +234,9 @@ fn answer_and_close(stream: &TcpStream, response: &Response) {
         let _ = stream.shutdown(Shutdown::Write);
         let until = Instant::now() + HTTP_LINGER;
         let mut reader = Deadline::new(stream, Some(until));
-        let mut sink = [0u8; 2048];
+        // On the heap: two kilobytes in this frame, maybe inlined into its callers', would
+        // deepen every client thread's stack (its touched pages stay resident).
+        let mut sink = vec![0u8; 2048];
         let mut dropped = 0;
         while dropped < HTTP_LINGER_BYTES {
             match reader.read(&mut sink) {

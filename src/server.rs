@@ -523,7 +523,8 @@ fn read_proxy_header(
     stream: &TcpStream,
     deadline: Instant,
 ) -> Result<proxy::Header, HeaderFailure> {
-    let mut buf = [0u8; proxy::MAX_HEADER_BYTES];
+    // On the heap: a kilobyte in this frame would deepen every client thread's stack.
+    let mut buf = vec![0u8; proxy::MAX_HEADER_BYTES];
     // The header's bytes consumed so far, kept at the start of `buf`.
     let mut consumed = 0;
     loop {
