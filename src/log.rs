@@ -73,7 +73,7 @@ const LINE_CAPACITY: usize = 320;
 
 /// Formats one log line (without the timestamp's source of truth, so it can be tested).
 pub fn format_line(
-    time: &str,
+    time: &dyn Display,
     level: Level,
     event: &str,
     fields: &[(&str, &dyn Display)],
@@ -88,7 +88,7 @@ pub fn format_line(
 /// does, so that every line splits back into its fields.
 fn write_line(
     out: &mut impl fmt::Write,
-    time: &str,
+    time: &dyn Display,
     level: Level,
     event: &str,
     fields: &[(&str, &dyn Display)],
@@ -172,7 +172,7 @@ pub fn event(level: Level, event: &str, fields: &[(&str, &dyn Display)]) {
     if !enabled(level) {
         return;
     }
-    let time = clock::rfc3339(SystemTime::now());
+    let time = clock::Rfc3339(SystemTime::now());
     let mut buf = [0u8; LINE_CAPACITY];
     let mut line = StackLine {
         buf: &mut buf,
@@ -235,13 +235,13 @@ mod tests {
             ),
         ];
         for (fields, expected) in rows {
-            assert_eq!(format_line(t, Level::Info, "ev", &fields), expected);
+            assert_eq!(format_line(&t, Level::Info, "ev", &fields), expected);
             let mut buf = [0u8; LINE_CAPACITY];
             let mut line = StackLine {
                 buf: &mut buf,
                 len: 0,
             };
-            write_line(&mut line, t, Level::Info, "ev", &fields).expect("fits");
+            write_line(&mut line, &t, Level::Info, "ev", &fields).expect("fits");
             assert_eq!(&line.buf[..line.len], expected.as_bytes(), "on the stack");
         }
         // A line longer than the stack buffer does not fit there (the heap takes it).
@@ -252,8 +252,8 @@ mod tests {
             buf: &mut buf,
             len: 0,
         };
-        assert!(write_line(&mut line, t, Level::Info, "ev", &fields).is_err());
-        assert!(format_line(t, Level::Info, "ev", &fields).ends_with(&format!("long={long}\n")));
+        assert!(write_line(&mut line, &t, Level::Info, "ev", &fields).is_err());
+        assert!(format_line(&t, Level::Info, "ev", &fields).ends_with(&format!("long={long}\n")));
     }
 
     #[test]
