@@ -6,6 +6,7 @@
 //! in a std-only build, and UTC needs none), and it must not be used for measuring durations:
 //! timeouts use `std::time::Instant`, which cannot jump when the wall clock is reset.
 
+use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const SECS_PER_DAY: u64 = 86_400;
@@ -13,19 +14,29 @@ const SECS_PER_DAY: u64 = 86_400;
 /// `t` as `YYYY-MM-DDTHH:MM:SS.mmmZ` in UTC. Times before 1970 become the epoch: the server
 /// never has a reason to print them, and a clamped value is easier to spot than a panic.
 pub fn rfc3339(t: SystemTime) -> String {
-    let since_epoch = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
-    // Milliseconds are truncated, not rounded, so that a time never prints as the next
-    // second and always agrees with `rfc3339_secs` of the same instant.
-    format!(
-        "{}.{:03}Z",
-        date_time(since_epoch.as_secs()),
-        since_epoch.subsec_millis()
-    )
+    Rfc3339(t).to_string()
+}
+
+/// [`rfc3339`] as a `Display`, for writing a time without allocating it (a log line).
+pub struct Rfc3339(pub SystemTime);
+
+impl fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let since_epoch = self.0.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+        // Milliseconds are truncated, not rounded, so that a time never prints as the next
+        // second and always agrees with `rfc3339_secs` of the same instant.
+        write!(
+            f,
+            "{}.{:03}Z",
+            DateTime(since_epoch.as_secs()),
+            since_epoch.subsec_millis()
+        )
+    }
 }
 
 /// `unix_secs` as `YYYY-MM-DDTHH:MM:SSZ` in UTC.
 pub fn rfc3339_secs(unix_secs: u64) -> String {
-    format!("{}Z", date_time(unix_secs))
+    format!("{}Z", DateTime(unix_secs))
 }
 
 /// Seconds since the Unix epoch now, or 0 if the system clock is set before 1970.
@@ -35,19 +46,25 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// `YYYY-MM-DDTHH:MM:SS` without a zone suffix. Years past 9999 print with more digits,
-/// which RFC 3339 does not allow, but no real clock will reach them.
-fn date_time(unix_secs: u64) -> String {
-    // Cannot truncate: u64::MAX / 86_400 is below 2^48.
-    let days = (unix_secs / SECS_PER_DAY) as i64;
-    let secs_of_day = unix_secs % SECS_PER_DAY;
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
-        secs_of_day / 3600,
-        secs_of_day / 60 % 60,
-        secs_of_day % 60
-    )
+/// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SS`, without a zone suffix. Years past
+/// 9999 print with more digits, which RFC 3339 does not allow, but no real clock will
+/// reach them.
+struct DateTime(u64);
+
+impl fmt::Display for DateTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Cannot truncate: u64::MAX / 86_400 is below 2^48.
+        let days = (self.0 / SECS_PER_DAY) as i64;
+        let secs_of_day = self.0 % SECS_PER_DAY;
+        let (year, month, day) = civil_from_days(days);
+        write!(
+            f,
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
+            secs_of_day / 3600,
+            secs_of_day / 60 % 60,
+            secs_of_day % 60
+        )
+    }
 }
 
 /// The proleptic Gregorian (year, month 1-12, day 1-31) of `days` after 1970-01-01

@@ -3,9 +3,9 @@
 //! This module owns the syntax: telling a browser's request line from a chat user's first
 //! line ([`sniff`]), reading one request head within hard bounds ([`read_head`], built on
 //! the pure [`parse_head`]), and spelling a response ([`Response`]). It must not decide what
-//! a path means (that is `web.rs`) or know about WebSocket frames (`websocket.rs`), and it
-//! never serves a second request on a connection: every response but a protocol switch says
-//! `Connection: close`, so there is no keep-alive state to get wrong.
+//! a path means (that is `web.rs`) or know about WebSocket frames (`websocket.rs`). A
+//! response says `Connection: close` unless it is a protocol switch or marked
+//! [`Response::keep_open`] (the page, see `limits::HTTP_KEEP_ALIVE`).
 //!
 //! The bounds are the point, as in `line_reader.rs`: a client that sends an endless head
 //! costs at most [`MAX_HEAD_BYTES`], and the bytes after the head (WebSocket frames a
@@ -13,33 +13,12 @@
 
 use std::fmt;
 use std::io::{self, ErrorKind, Read};
-use std::time::Duration;
 
-/// Longest request head, in bytes: request line, headers and the blank line. Browsers send
-/// well under 2 KiB to a server that sets no cookies; 8 KiB is the common server default
-/// (nginx, Node.js started there). Could move to `limits.rs`.
-pub const MAX_HEAD_BYTES: usize = 8 * 1024;
-
-/// Most header lines in one request. A browser's WebSocket upgrade has about 15; the cap
-/// keeps a head of thousands of tiny headers from costing a thousand allocations. Could move
-/// to `limits.rs`.
-pub const MAX_HEADERS: usize = 64;
-
-/// Longest request line, in bytes, without its line ending. This server's paths are `/` and
-/// `/ws`; the cap only has to be generous for query strings a browser may add. Could move to
-/// `limits.rs`.
-pub const MAX_REQUEST_LINE_BYTES: usize = 2048;
+use crate::limits::{MAX_HEAD_BYTES, MAX_HEADERS, MAX_REQUEST_LINE_BYTES};
 
 /// How many first bytes [`sniff`] needs at most to decide: `OPTIONS ` is the longest method
 /// with its space.
 pub const SNIFF_BYTES: usize = 8;
-
-/// How long the server waits for a new connection's first bytes before it greets it as a
-/// chat user. A browser sends its request at once, together with the last packet of the TCP
-/// handshake, so it arrives within milliseconds even through a TLS terminator; a netcat user
-/// sends nothing until greeted, so each waits this long for the greeting (well within the
-/// promised one second). Could move to `limits.rs`.
-pub const SNIFF_WAIT: Duration = Duration::from_millis(300);
 
 /// The request methods [`sniff`] recognises (RFC 9110, section 9, and PATCH).
 const METHODS: &[&str] = &[
@@ -76,7 +55,8 @@ pub fn sniff(first: &[u8]) -> Sniff {
 }
 
 /// Reads a new connection's first bytes until [`sniff`] decides, at most [`SNIFF_BYTES`].
-/// The caller bounds the wait on `source` (a read timeout or deadline of [`SNIFF_WAIT`]): a
+/// The caller bounds the wait on `source` (a read timeout or deadline of
+/// [`SNIFF_WAIT`](crate::limits::SNIFF_WAIT)): a
 /// read that times out means the client is waiting to be greeted, so it is a chat user. So
 /// is a client that closes at once. Returns the decision and the bytes read, which belong
 /// to whoever reads the connection next (see [`Prefixed`]).
@@ -135,6 +115,12 @@ impl Request {
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether the client lets the connection stay open after the answer: HTTP/1.1 does
+    /// unless it says `Connection: close`; HTTP/1.0 is always closed.
+    pub fn allows_keep_alive(&self) -> bool {
+        self.minor_version >= 1 && !self.has_token("Connection", "close")
     }
 
     /// Whether any `name` header lists `token` in its comma-separated value, ignoring case:
@@ -242,10 +228,18 @@ pub fn read_head(source: &mut impl Read) -> Result<(Request, Vec<u8>), HeadError
     let mut buf = vec![0u8; MAX_HEAD_BYTES];
     let mut len = 0;
     let mut scan = HeadScan::default();
+    let mut line_checked = false;
     loop {
         if let Some(end) = scan.feed(&buf[..len]) {
             let request = parse_head(&buf[..end])?;
             return Ok((request, buf[end..len].to_vec()));
+        }
+        // Refuse a malformed request line as soon as it is complete: a netcat user whose
+        // first line was `GET lost` is answered at once, not when the deadline passes.
+        if let (Some(line_end), false) = (scan.first_line_end, line_checked) {
+            line_checked = true;
+            let line = &buf[..line_end];
+            parse_request_line(line.strip_suffix(b"\r").unwrap_or(line))?;
         }
         // Refuse an endless request line early, without waiting for the whole budget.
         if scan.first_line_end.is_none() && len > MAX_REQUEST_LINE_BYTES + 1 {
@@ -485,12 +479,13 @@ impl Status {
 }
 
 /// One response: status, headers, body. [`Response::to_bytes`] adds `Content-Length` and
-/// `Connection: close` to everything but a protocol switch.
+/// `Connection: close` to everything but a protocol switch or a response kept open.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     pub status: Status,
     headers: Vec<(&'static str, String)>,
     body: Vec<u8>,
+    keep_open: bool,
 }
 
 impl Response {
@@ -500,7 +495,20 @@ impl Response {
             status,
             headers: Vec::new(),
             body: Vec::new(),
+            keep_open: false,
         }
+    }
+
+    /// Leaves the connection open for another request (HTTP/1.1's default), instead of
+    /// saying `Connection: close`.
+    pub fn keep_open(mut self) -> Self {
+        self.keep_open = true;
+        self
+    }
+
+    /// Whether the connection stays open after this response.
+    pub fn is_kept_open(&self) -> bool {
+        self.keep_open
     }
 
     /// Adds a header. Values come from this server, never from a request, so they hold no
@@ -539,7 +547,9 @@ impl Response {
         }
         if self.status != Status::SwitchingProtocols {
             head.push_str(&format!("Content-Length: {}\r\n", self.body.len()));
-            head.push_str("Connection: close\r\n");
+            if !self.keep_open {
+                head.push_str("Connection: close\r\n");
+            }
         }
         head.push_str("\r\n");
         let mut bytes = head.into_bytes();
@@ -918,6 +928,12 @@ mod tests {
                 Some(BadRequest::BadHeader),
             ),
             (b"GET /\r\n\r\n".to_vec(), Some(BadRequest::BadRequestLine)),
+            // Refused before the head ends: nothing more will make it right.
+            (b"GET lost\n".to_vec(), Some(BadRequest::BadRequestLine)),
+            (
+                b"GET / HTTP/3.0\r\n".to_vec(),
+                Some(BadRequest::UnsupportedVersion),
+            ),
             (b"".to_vec(), None),
             (b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec(), None),
         ];

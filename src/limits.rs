@@ -183,3 +183,42 @@ pub const MAX_PROXY_V2_BODY_BYTES: usize = 1024;
 /// as it connects; a netcat user sends nothing until greeted, so this delays their
 /// greeting, and nobody else's, by this much at most.
 pub const PROXY_HEADER_WATCH: Duration = Duration::from_millis(100);
+
+// ---- The web page on the chat port (`connection.rs`, `http.rs`) ----
+
+/// How long the server waits for a new connection's first bytes before it greets it as a
+/// chat user. A browser sends its request at once, together with the last packet of the TCP
+/// handshake, so it arrives within milliseconds even through a TLS terminator; a netcat user
+/// sends nothing until greeted, so each waits this long for the greeting (well within the
+/// promised one second).
+pub const SNIFF_WAIT: Duration = Duration::from_millis(300);
+
+/// Longest request head, in bytes: request line, headers and the blank line. Browsers send
+/// well under 2 KiB to a server that sets no cookies; 8 KiB is the common server default
+/// (nginx, Node.js started there).
+pub const MAX_HEAD_BYTES: usize = 8 * 1024;
+
+/// Most header lines in one request. A browser's WebSocket upgrade has about 15; the cap
+/// keeps a head of thousands of tiny headers from costing a thousand allocations.
+pub const MAX_HEADERS: usize = 64;
+
+/// Longest request line, in bytes, without its line ending. This server's paths are `/` and
+/// `/ws`; the cap only has to be generous for query strings a browser may add.
+pub const MAX_REQUEST_LINE_BYTES: usize = 2048;
+
+/// After an HTTP error response, what the client still sends (the rest of an oversized
+/// head, a body) is read and thrown away for up to this long before the socket is closed.
+/// Closing with unread bytes makes the kernel send a reset, which can destroy the response
+/// before the client has read it; Apache's lingering close waits 2 s for the same reason.
+pub const HTTP_LINGER: Duration = Duration::from_secs(1);
+
+/// ...and at most this many bytes: a client that keeps sending is cut anyway.
+pub const HTTP_LINGER_BYTES: usize = 64 * 1024;
+
+/// How long a connection that fetched the page stays open for the browser's next request.
+/// Browsers open connections before they need them (preconnect) and send a request on one
+/// seconds later; such a silent connection is greeted as a chat user after [`SNIFF_WAIT`]
+/// and cannot serve a page any more. Chromium reuses a connection it has already used
+/// before an unused one, so a reload goes to this kept-open connection instead. Five
+/// minutes, as long as Chromium keeps a used connection.
+pub const HTTP_KEEP_ALIVE: Duration = Duration::from_secs(5 * 60);

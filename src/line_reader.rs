@@ -19,14 +19,16 @@ use std::time::Instant;
 use crate::clean::clean_line;
 use crate::limits::MAX_LINE_BYTES;
 
-/// Size of one `read` call at first. Small, because an idle client keeps this buffer for
-/// life (at 1 KiB, it was a sixteenth of an idle client's memory); a line longer than
-/// this is gathered over several reads.
+/// Size of one `read` call at first, into a buffer on the reading thread's stack: an idle
+/// client, blocked in that read, holds no read buffer on the heap (at 1 KiB, one was a
+/// sixteenth of an idle client's memory). A line longer than this is gathered over several
+/// reads.
 const READ_CHUNK: usize = 512;
 
-/// Size of one `read` call once a read has filled the small buffer: the client sends
-/// faster than it is read (a paste, a flood). One read then brings up to a hundred short
-/// chat lines instead of fourteen, and they go out in bursts of 2 KiB (`session.rs`).
+/// Size of one `read` call after a read filled the small buffer: the client sends faster
+/// than it is read (a paste, a flood). One read then brings up to a hundred short chat
+/// lines instead of seven, and they go out together (`session.rs`, `Presence::burst`).
+/// Back to the small buffer once a read does not fill this one.
 const BUSY_READ_CHUNK: usize = 8 * 1024;
 
 /// One unit of client input.
@@ -54,10 +56,12 @@ pub trait LineSource {
 /// Reads lines from any [`Read`] within the memory budget.
 pub struct LineReader<R> {
     source: R,
-    chunk: Box<[u8]>,
-    /// Unconsumed bytes are `chunk[start..end]`.
+    /// The bytes of the last read; those not consumed yet are `chunk[start..]`. Empty,
+    /// without an allocation, while the reader waits for the client.
+    chunk: Vec<u8>,
     start: usize,
-    end: usize,
+    /// The last read filled its buffer: the next one reads [`BUSY_READ_CHUNK`].
+    busy: bool,
     /// The line gathered so far (never longer than the limit plus a `\r`).
     partial: Vec<u8>,
     /// True while throwing away the rest of an over-long line.
@@ -69,9 +73,9 @@ impl<R: Read> LineReader<R> {
     pub fn new(source: R) -> Self {
         LineReader {
             source,
-            chunk: vec![0; READ_CHUNK].into_boxed_slice(),
+            chunk: Vec::new(),
             start: 0,
-            end: 0,
+            busy: false,
             partial: Vec::new(),
             skipping: false,
             finished: false,
@@ -86,7 +90,7 @@ impl<R: Read> LineReader<R> {
     /// The next line; `Ok(None)` at end of stream. A last line without `\n` still counts.
     pub fn read_line(&mut self) -> io::Result<Option<Line>> {
         loop {
-            if self.start < self.end {
+            if self.start < self.chunk.len() {
                 if let Some(line) = self.take_buffered() {
                     return Ok(Some(line));
                 }
@@ -95,29 +99,49 @@ impl<R: Read> LineReader<R> {
             if self.finished {
                 return Ok(None);
             }
-            if self.end == self.chunk.len() && self.end < BUSY_READ_CHUNK {
-                // The last read filled the buffer, and all of it is consumed: grow it.
-                self.chunk = vec![0; BUSY_READ_CHUNK].into_boxed_slice();
-            }
-            match self.source.read(&mut self.chunk) {
+            match self.fill() {
                 Ok(0) => return Ok(self.finish()),
-                Ok(n) => (self.start, self.end) = (0, n),
+                Ok(_) => {}
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
     }
 
+    /// Reads the next bytes into `chunk`, everything before them being consumed. A quiet
+    /// client's read lands on the stack and only what arrived is kept; a busy client's
+    /// lands in a large buffer on the heap, kept while reads keep filling it.
+    fn fill(&mut self) -> io::Result<usize> {
+        self.start = 0;
+        if self.busy {
+            self.chunk.resize(BUSY_READ_CHUNK, 0);
+            let read = self.source.read(&mut self.chunk);
+            let n = *read.as_ref().unwrap_or(&0);
+            self.chunk.truncate(n);
+            self.busy = n == BUSY_READ_CHUNK;
+            if !self.busy {
+                self.chunk.shrink_to_fit();
+            }
+            return read;
+        }
+        self.chunk = Vec::new();
+        let mut small = [0u8; READ_CHUNK];
+        let n = self.source.read(&mut small)?;
+        self.chunk.extend_from_slice(&small[..n]);
+        self.busy = n == READ_CHUNK;
+        Ok(n)
+    }
+
     /// True if `read_line` can return a line from what is buffered, without a `read`. (While
     /// skipping the rest of a long line the first `\n` only ends the skip: say false.)
     pub fn line_ready(&self) -> bool {
-        !self.skipping && self.chunk[self.start..self.end].contains(&b'\n')
+        !self.skipping && self.chunk[self.start..].contains(&b'\n')
     }
 
     /// Consumes buffered bytes up to the next `\n` (or all of them) and returns a line if one
     /// is complete or has just become too long.
     fn take_buffered(&mut self) -> Option<Line> {
-        let pending = &self.chunk[self.start..self.end];
+        let pending = &self.chunk[self.start..];
         let newline = pending.iter().position(|&b| b == b'\n');
         let piece_len = newline.unwrap_or(pending.len());
         let piece = &pending[..piece_len];
@@ -353,23 +377,31 @@ mod tests {
     }
 
     #[test]
-    fn the_read_buffer_grows_only_after_a_read_filled_it() {
+    fn the_read_buffer_is_large_only_while_reads_fill_it_and_empty_while_waiting() {
         let line = b"0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrs\n";
-        let paste: Vec<u8> = line.repeat(40); // 2,640 bytes: more than one small read
-        // (input, lines to read, buffer size after them)
-        let rows: Vec<(&[u8], usize, usize)> = vec![
-            (b"hi\n", 1, READ_CHUNK),
-            (&paste, 1, READ_CHUNK), // the first read filled the buffer...
-            (&paste, 16, BUSY_READ_CHUNK), // ...so the second read is a large one
-            (&paste, 40, BUSY_READ_CHUNK),
+        let paste: Vec<u8> = line.repeat(200); // 13,200 bytes: a small read, then large ones
+        // (input, lines to read, bytes the last read took, next read large?)
+        let rows: Vec<(&[u8], usize, usize, bool)> = vec![
+            (b"hi\n", 1, 3, false),
+            (&paste, 1, READ_CHUNK, true), // the first read filled the small buffer...
+            (&paste, 7, READ_CHUNK, true), // (seven whole lines in it)
+            (&paste, 8, BUSY_READ_CHUNK, true), // ...so the next is large, and filled it
+            (&paste, 200, 13_200 - READ_CHUNK - BUSY_READ_CHUNK, false), // the rest: small again
         ];
-        for (input, count, size) in rows {
+        for (input, count, last_read, busy) in rows {
             let mut reader = LineReader::new(input);
             for _ in 0..count {
                 let got = reader.read_line().ok().flatten();
                 assert!(matches!(got, Some(Line::Text(_))), "{got:?}");
             }
-            assert_eq!(reader.chunk.len(), size, "after {count} lines");
+            assert_eq!(reader.chunk.len(), last_read, "after {count} lines");
+            assert_eq!(reader.busy, busy, "after {count} lines");
+            assert!(reader.chunk.capacity() <= BUSY_READ_CHUNK);
         }
+        // Everything consumed, the reader waits for the client with no buffer of its own.
+        let mut reader = LineReader::new(&b"hi\n"[..]);
+        reader.read_line().expect("in-memory read");
+        assert_eq!(reader.read_line().expect("in-memory read"), None);
+        assert_eq!(reader.chunk.capacity(), 0);
     }
 }

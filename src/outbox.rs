@@ -187,7 +187,6 @@ impl Queue {
     /// After a write of a batch of `entries`: what it left unwritten goes first next time.
     fn wrote(&mut self, entries: u64, unwritten: &[u8]) {
         if unwritten.is_empty() {
-            self.last_progress = Some(Instant::now());
             self.written += entries;
         } else {
             self.rest.extend_from_slice(unwritten);
@@ -313,24 +312,19 @@ impl Outbox {
     /// client's kernel did not take it all, hands the rest to the client's writer thread.
     /// `buf` is scratch space, left empty.
     pub fn write_queue(self: &Arc<Self>, buf: &mut Vec<u8>) {
+        let mut queue = self.lock();
         loop {
-            let entries = {
-                let mut queue = self.lock();
-                if queue.state == State::Closed {
-                    queue.writer = Writer::Nobody;
-                    return;
+            if queue.state == State::Closed || queue.is_empty() {
+                queue.writer = Writer::Nobody;
+                let closing = queue.state == State::Closing;
+                drop(queue);
+                if closing {
+                    self.hang_up();
                 }
-                if queue.is_empty() {
-                    queue.writer = Writer::Nobody;
-                    let closing = queue.state == State::Closing;
-                    drop(queue);
-                    if closing {
-                        self.hang_up();
-                    }
-                    return;
-                }
-                queue.take(&*self.transport, buf)
-            };
+                return;
+            }
+            let entries = queue.take(&*self.transport, buf);
+            drop(queue);
             let taken = match self.transport.write(buf) {
                 Ok(n) => n.min(buf.len()),
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => 0,
@@ -342,25 +336,22 @@ impl Outbox {
             };
             stats::record_bytes_out(taken);
             let behind = taken < buf.len();
-            if taken > 0 {
-                self.lock().last_progress = Some(Instant::now());
-            }
-            self.wrote(entries, &buf[taken..]);
+            queue = self.lock();
+            queue.wrote(entries, &buf[taken..]);
             buf.clear();
+            self.signal_progress(&queue);
             if behind {
+                drop(queue);
                 self.start_writer_thread();
                 return;
             }
         }
     }
 
-    /// Records a write of `entries`, of which `unwritten` bytes did not go out.
-    fn wrote(&self, entries: u64, unwritten: &[u8]) {
-        let mut queue = self.lock();
-        queue.wrote(entries, unwritten);
-        let anyone_waits = queue.waiters > 0;
-        drop(queue);
-        if anyone_waits {
+    /// Wakes the threads waiting for a write to happen, if there are any: a signal is a
+    /// syscall, so it is skipped when nobody waits. Called holding the queue's lock.
+    fn signal_progress(&self, queue: &Queue) {
+        if queue.waiters > 0 {
             self.progress.notify_all();
         }
     }

@@ -2,12 +2,14 @@
 //!
 //! This module owns everything about accepting: binding, admitting or refusing a connection
 //! (`--max-clients`, `--max-per-ip`, the machine's capacity), surviving resource exhaustion,
-//! and running each accepted socket's session on its own thread. It must not know the
-//! protocol: it hands lines to `session.rs`, and the session's replies reach the socket
-//! through the client's `Outbox` (`outbox.rs`) and its `TcpTransport` (`transport.rs`).
+//! and running each accepted socket on its own thread. It must not know the protocols:
+//! the client's thread hands the socket to `connection.rs`, which tells a netcat user from
+//! a browser and runs the session; the session's replies reach the socket through the
+//! client's `Outbox` (`outbox.rs`) and its transport (`transport.rs`, `ws_transport.rs`).
 //!
 //! ```text
-//!   accept loop ──spawn──> client thread: LineReader -> session::run -> registry (lock)
+//!   accept loop ──spawn──> client thread: arrive -> connection::open_session (chat or HTTP)
+//!                            LineReader or WsLines -> session::run -> registry (lock)
 //!                                                                      │ pushes lines
 //!                          the client's Outbox <───────────────────────┘
 //!                          written by the sender that found it idle, after the lock,
@@ -16,7 +18,8 @@
 //!
 //! Before a client's session starts, its thread runs the connection's preamble
 //! ([`arrive`]): the PROXY protocol header of a trusted proxy (`proxy.rs`), then the
-//! per-address admission of a proxied client, whose address is known only then.
+//! per-address admission of a proxied client, whose address is known only then. Then
+//! `connection.rs` looks at the client's own first bytes.
 //!
 //! One background thread runs beside them: the stats logger (one log line a minute). With
 //! `--udp`, `udp.rs` binds a UDP socket on the same port number and runs its own dispatcher.
@@ -26,27 +29,22 @@ use std::fmt;
 use std::fs::File;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::capacity::{Capacity, Machine};
 use crate::config::Config;
+use crate::connection;
 use crate::limits::{ACCEPT_BACKOFF, CLIENT_THREAD_STACK, PROXY_HEADER_WATCH, STATS_INTERVAL};
-use crate::line_reader::{Line, LineReader, LineSource};
 use crate::log::{self, Level};
-use crate::outbox::{Entry, Outbox};
 use crate::protocol::{ErrorReply, Reply};
 use crate::proxy::{self, HeaderError, Parsed, Source};
 use crate::registry;
-use crate::session;
 use crate::shared::Shared;
 use crate::stats;
 use crate::store::{Store, StoreError};
-use crate::telnet;
 use crate::threads::CLIENT_THREADS;
-use crate::transport::TcpTransport;
 use crate::udp;
 
 /// Why the server could not start. `Display` is the one-line message for stderr.
@@ -305,28 +303,19 @@ fn open_reserve_fd() -> Option<File> {
     File::open("/dev/null").ok()
 }
 
-/// Body of a client's thread: the preamble, then the session, then close its outbox. A
-/// panic in the session is caught here, logged, and treated like any other ending; the
-/// guards in `session.rs` have already signed the user out while unwinding.
+/// Body of a client's thread: the preamble (PROXY header, admission per address), then
+/// the connection itself (`connection.rs`: a netcat user's chat, or the web page and its
+/// WebSocket), then the log line that says why it ended.
 fn serve_client(shared: &Shared, stream: Arc<TcpStream>, peer: SocketAddr, ticket: Ticket) {
-    // The sign-in deadline starts now: reading a PROXY header counts against it.
+    // The sign-in deadline starts now: reading a PROXY header, telling HTTP from chat and
+    // reading a request head all count against it.
     let deadline = Instant::now() + shared.config.sign_in_timeout;
     let Some(arrival) = arrive(shared, &stream, peer, ticket, deadline) else {
         return;
     };
     stats::connection_opened();
     arrival.log("connect", &[]);
-    let reason = match TcpTransport::new(Arc::clone(&stream)) {
-        Ok(transport) => {
-            let outbox = Arc::new(Outbox::new(shared.config.sendq_bytes, Arc::new(transport)));
-            let reason = run_session(shared, &stream, arrival.peer, &outbox, deadline);
-            // The last lines (a goodbye) are written, then the connection is closed, by
-            // whoever writes to this client: this thread, or its writer thread.
-            outbox.finish(Ok(outbox.close()), &mut Vec::new());
-            reason
-        }
-        Err(e) => format!("socket setup failed: {e}"),
-    };
+    let reason = connection::open_session(shared, stream, arrival.peer, deadline);
     stats::connection_closed();
     arrival.log("disconnect", &[("reason", &reason)]);
 }
@@ -534,7 +523,8 @@ fn read_proxy_header(
     stream: &TcpStream,
     deadline: Instant,
 ) -> Result<proxy::Header, HeaderFailure> {
-    let mut buf = [0u8; proxy::MAX_HEADER_BYTES];
+    // On the heap: a kilobyte in this frame would deepen every client thread's stack.
+    let mut buf = vec![0u8; proxy::MAX_HEADER_BYTES];
     // The header's bytes consumed so far, kept at the start of `buf`.
     let mut consumed = 0;
     loop {
@@ -572,95 +562,6 @@ fn read_proxy_header(
         consumed = end;
         if let Parsed::Complete(header) = parsed {
             return Ok(header);
-        }
-    }
-}
-
-/// Runs the session on `stream` and says why it ended, for the log.
-fn run_session(
-    shared: &Shared,
-    stream: &TcpStream,
-    peer: SocketAddr,
-    outbox: &Arc<Outbox>,
-    deadline: Instant,
-) -> String {
-    let mut lines = TcpLines::new(stream, outbox);
-    lines.set_deadline(Some(deadline));
-    let ran = panic::catch_unwind(AssertUnwindSafe(|| {
-        session::run(shared, peer, &mut lines, outbox)
-    }));
-    match ran {
-        Ok(ending) if outbox.is_closed() => format!("{ending} (connection cut)"),
-        Ok(ending) => ending.to_string(),
-        Err(_) => {
-            log::error("session_panicked", &[("peer", &peer)]);
-            "panic in session thread".to_string()
-        }
-    }
-}
-
-/// The sign-in deadline for a TCP socket: before each read the socket's read timeout is set
-/// to the time left, so even a client trickling one byte at a time runs out of time.
-struct Deadline<'a> {
-    stream: &'a TcpStream,
-    until: Option<Instant>,
-}
-
-impl Read for Deadline<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if let Some(until) = self.until {
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(io::Error::new(
-                    ErrorKind::TimedOut,
-                    "sign-in deadline passed",
-                ));
-            }
-            self.stream.set_read_timeout(Some(left))?;
-        }
-        let mut stream = self.stream;
-        stream.read(buf)
-    }
-}
-
-/// A TCP socket as a [`LineSource`] for the session, telnet's commands taken out.
-struct TcpLines<'a> {
-    reader: LineReader<telnet::Filter<Deadline<'a>, TelnetAnswer<'a>>>,
-}
-
-/// Sends telnet's refusals to the client, through its outbox so one never lands inside
-/// another line. A refused send means the client is gone; the session finds out itself.
-type TelnetAnswer<'a> = Box<dyn FnMut(&[u8]) + 'a>;
-
-impl<'a> TcpLines<'a> {
-    fn new(stream: &'a TcpStream, outbox: &'a Arc<Outbox>) -> Self {
-        let answer: TelnetAnswer<'a> = Box::new(move |refusals: &[u8]| {
-            let _ = outbox.send(Entry::Wire(Arc::from(refusals)));
-        });
-        let deadline = Deadline {
-            stream,
-            until: None,
-        };
-        TcpLines {
-            reader: LineReader::new(telnet::Filter::new(deadline, answer)),
-        }
-    }
-}
-
-impl LineSource for TcpLines<'_> {
-    fn next_line(&mut self) -> io::Result<Option<Line>> {
-        self.reader.read_line()
-    }
-
-    fn line_ready(&self) -> bool {
-        self.reader.line_ready()
-    }
-
-    fn set_deadline(&mut self, deadline: Option<Instant>) {
-        let source = self.reader.get_mut().get_mut();
-        source.until = deadline;
-        if deadline.is_none() {
-            let _ = source.stream.set_read_timeout(None);
         }
     }
 }

@@ -4,8 +4,8 @@
 //! between a write that may not wait and one that may, and hanging up. It must not queue
 //! lines or decide who writes when: that is `outbox.rs`, which hands this module bytes
 //! already in the wire format. A WebSocket or UDP client implements the same trait
-//! (`websocket.rs`, `udp.rs`), so the outbox, the registry and the session never see a
-//! socket.
+//! (`ws_transport.rs`, `udp/outbound.rs`), so the outbox, the registry and the session
+//! never see a socket.
 
 use std::io::{self, Write};
 use std::net::{Shutdown, TcpStream};

@@ -48,7 +48,7 @@ pub const CLOSE_TOO_BIG: u16 = 1009;
 const MAX_CONTROL_PAYLOAD: usize = 125;
 
 /// Longest frame header: 2 bytes, 8 of extended length, 4 of mask.
-const MAX_HEADER_LEN: usize = 14;
+pub const MAX_HEADER_LEN: usize = 14;
 
 /// Size of the read buffer. Enough for the longest chat line and its header in one read.
 const READ_CHUNK: usize = 2 * 1024;
@@ -56,12 +56,13 @@ const READ_CHUNK: usize = 2 * 1024;
 // Between reads the buffer keeps a partial header and reads behind it: it must hold one.
 const _: () = assert!(MAX_HEADER_LEN < READ_CHUNK);
 
-const OP_CONTINUATION: u8 = 0x0;
-const OP_TEXT: u8 = 0x1;
-const OP_BINARY: u8 = 0x2;
-const OP_CLOSE: u8 = 0x8;
-const OP_PING: u8 = 0x9;
-const OP_PONG: u8 = 0xA;
+// Opcodes (RFC 6455, section 5.2).
+pub const OP_CONTINUATION: u8 = 0x0;
+pub const OP_TEXT: u8 = 0x1;
+pub const OP_BINARY: u8 = 0x2;
+pub const OP_CLOSE: u8 = 0x8;
+pub const OP_PING: u8 = 0x9;
+pub const OP_PONG: u8 = 0xA;
 
 // ---- The opening handshake ----
 

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -74,10 +73,10 @@ fn quick_bench_drives_ngircd_over_irc_without_loss() {
             .output()
             .is_ok_and(|o| o.status.success());
     if !installed {
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED quick_bench_drives_ngircd_over_irc_without_loss: ngircd is not \
-             installed (apt-get install ngircd)"
+        common::skip_or_fail(
+            "quick_bench_drives_ngircd_over_irc_without_loss",
+            "PTCHAT_REQUIRE_NGIRCD",
+            "ngircd is not installed (apt-get install ngircd)",
         );
         return;
     }

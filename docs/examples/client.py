@@ -52,6 +52,11 @@ def classify(line):
     return None
 
 
+# Set by the reader thread before it prints the welcome: whoever has seen that line
+# (you, pressing Ctrl-C right after it) can count on the main thread knowing it too.
+SIGNED_IN = threading.Event()
+
+
 def read_server(sock, events):
     """The reader thread: print every line, tell the main thread about prompts and the
     end of the connection. It never reads the keyboard, so it never blocks on you."""
@@ -61,8 +66,10 @@ def read_server(sock, events):
     try:
         for line in incoming:
             line = line.rstrip("\n")
-            print(line, flush=True)
             kind = classify(line)
+            if kind == "signed-in":
+                SIGNED_IN.set()
+            print(line, flush=True)
             if kind:
                 events.put((kind, line))
     except OSError:
@@ -186,17 +193,15 @@ def main():
 
     events = queue.Queue()
     threading.Thread(target=read_server, args=(sock, events), daemon=True).start()
-    signed_in = False
     try:
-        signed_in = sign_in(sock, events, args.name, args.password)
-        if not signed_in:
+        if not sign_in(sock, events, args.name, args.password):
             sock.close()
             print("* Not signed in; the connection is closed.", file=sys.stderr, flush=True)
             return 1
         return chat(sock, events)
     except KeyboardInterrupt:
         print(file=sys.stderr)
-        if signed_in:
+        if SIGNED_IN.is_set():
             # Sign out properly rather than just dropping the connection.
             leave(sock, events)
         else:

@@ -25,7 +25,12 @@ impl Outbox {
     /// wait. If no thread can be started (the server is at its thread budget), the client
     /// is cut rather than left with lines nobody writes.
     pub(super) fn start_writer_thread(self: &Arc<Self>) {
-        self.lock().writer = Writer::Thread;
+        {
+            let mut queue = self.lock();
+            queue.writer = Writer::Thread;
+            // The client took bytes until now; senders may wait for it from here on.
+            queue.last_progress = Some(Instant::now());
+        }
         let outbox = Arc::clone(self);
         if let Err(e) = CLIENT_THREADS.spawn("client-writer", move || outbox.run_writer()) {
             log::warn(
@@ -37,9 +42,9 @@ impl Outbox {
     }
 
     /// The body of a client's writer thread: write the backlog with patient writes until
-    /// the queue has stayed empty for [`WRITER_LINGER`](crate::limits::WRITER_LINGER), then give the right to write back
-    /// to the senders and end. A client that fell behind once is likely to again soon, and
-    /// starting a thread costs more than waking one.
+    /// the queue has stayed empty for [`WRITER_LINGER`](crate::limits::WRITER_LINGER), then
+    /// give the right to write back to the senders and end. A client that fell behind once
+    /// is likely to again soon, and starting a thread costs more than waking one.
     fn run_writer(&self) {
         if self.transport.set_patient(true).is_err() {
             self.hang_up();
@@ -55,7 +60,10 @@ impl Outbox {
                 self.hang_up();
                 return;
             }
-            self.wrote(entries, &[]);
+            let mut queue = self.lock();
+            queue.wrote(entries, &[]);
+            self.signal_progress(&queue);
+            drop(queue);
             buf.clear();
         }
     }
@@ -67,11 +75,7 @@ impl Outbox {
         stats::record_bytes_out(chunk.len());
         let mut queue = self.lock();
         queue.last_progress = Some(Instant::now());
-        let anyone_waits = queue.waiters > 0;
-        drop(queue);
-        if anyone_waits {
-            self.progress.notify_all();
-        }
+        self.signal_progress(&queue);
         Ok(())
     }
 

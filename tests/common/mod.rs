@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 /// A WebSocket client, for the tests of the web page's protocol.
 pub mod ws;
 
+/// haproxy in front of the server, for the tests of docs/DEPLOY.md's TLS setups.
+pub mod haproxy;
+
 /// How long any single expectation may wait before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
