@@ -1,12 +1,14 @@
 //! ptchat: a chat server for netcat clients, one thread per client, std only.
 //!
 //! Read the modules in this order to follow one message through the server:
-//! `server` (accepting, one thread per client) -> `connection` (chat or web?) -> `telnet`
+//! `server` (accepting, one thread per client; `admission` counts connections, `arrival`
+//! reads a trusted proxy's header) -> `connection` (chat or web?) -> `telnet`
 //! (telnet's commands out of the bytes, its options refused) -> `line_reader` (framing) ->
 //! `clean` (what reaches other users' terminals) -> `session` (the loop, the rate limit, the
 //! commands; `sign_in` for the steps before) -> `protocol` (syntax and replies) ->
 //! `registry` (who receives what, under the one lock) -> `outbox` (each client's queue, and
-//! who writes it once the lock is released) -> `transport` (the socket calls). Around them:
+//! who writes it once the lock is released; `delivery` is what a sender does then) ->
+//! `transport` (the socket calls). Around them:
 //! `store` and `password` make accounts durable and safe, `throttle` and `ratelimit` slow
 //! abusers down, `capacity` and `threads` keep the server within the machine's limits,
 //! `limits` names every number, `config` reads the command line, `log`, `stats` and `clock`
@@ -19,6 +21,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admission;
+pub mod arrival;
 pub mod base64;
 pub mod capacity;
 pub mod clean;

@@ -4,7 +4,7 @@
 //! This module owns the UDP socket, the dispatcher thread that reads it, the table of
 //! proven addresses and the start of each UDP session's thread. It must not know the chat
 //! protocol: each session runs the ordinary `session::run_paced`, reading lines from its
-//! inbox (`inbound.rs`) and replying through its outbox over a [`UdpTransport`]
+//! inbox (`inbound.rs`) and replying through its outbox over a `UdpTransport`
 //! (`outbound.rs`). Before an address has proved it is real (`proof.rs`) nothing is kept
 //! for it: a datagram from it gets one short reply, or a session if it carries the code.
 //!
