@@ -45,7 +45,7 @@ fn logged_capacity(server: &Server) -> usize {
 #[test]
 fn a_tight_descriptor_limit_caps_the_clients_and_the_rest_get_one_line() {
     let dir = TempDir::new("nofile");
-    let server = start_under_ulimit("-n 40", &dir);
+    let mut server = start_under_ulimit("-n 40", &dir);
     let capacity = logged_capacity(&server);
     let line = log_line(&server, " capacity ");
     assert!(line.contains("open files"), "{line}");
@@ -78,6 +78,10 @@ fn a_tight_descriptor_limit_caps_the_clients_and_the_rest_get_one_line() {
     newcomer.sign_in("newcomer", "pw");
     newcomer.send("~:lu:");
     newcomer.expect_containing("* Users: ");
+    assert!(
+        server.child.try_wait().expect("wait").is_none(),
+        "the server exited"
+    );
 }
 
 /// Connects until the server greets rather than refuses: a departing client's place is
