@@ -11,13 +11,13 @@
 mod common;
 
 use std::io::Write;
-use std::net::{Ipv6Addr, Shutdown, TcpStream};
-use std::path::Path;
+use std::net::{Ipv6Addr, Shutdown};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::haproxy::{self, Haproxy, free_port, make_certificate};
 use common::{Client, DEADLINE, Server, TempDir, skip_or_fail, wait_for};
 
 const GREETING_START: &str = "* Welcome to ptchat.";
@@ -389,31 +389,10 @@ fn without_trusted_proxies_a_header_that_came_with_the_connection_is_refused() {
 
 // ---- haproxy, as docs/DEPLOY.md configures it ----
 
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// Debian installs haproxy in /usr/sbin, which is not on every user's PATH.
-fn haproxy() -> Command {
-    if have("haproxy") {
-        Command::new("haproxy")
-    } else {
-        Command::new("/usr/sbin/haproxy")
-    }
-}
-
 /// True if haproxy and openssl are here; otherwise the test is skipped (or fails under CI,
 /// whose `.ci/run` installs them).
 fn have_haproxy(test: &str) -> bool {
-    let haproxy_here = haproxy()
-        .arg("-v")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let here = haproxy_here && have("openssl");
+    let here = haproxy::installed();
     if !here {
         skip_or_fail(
             test,
@@ -422,79 +401,6 @@ fn have_haproxy(test: &str) -> bool {
         );
     }
     here
-}
-
-/// A self-signed certificate and its key in one PEM file, as haproxy's `crt` wants it.
-fn make_certificate(dir: &Path) -> String {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let made = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
-        .args(["-subj", "/CN=localhost", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("run openssl req");
-    assert!(made.status.success(), "openssl req failed: {made:?}");
-    let both = dir.join("chat.pem");
-    let pem = [
-        std::fs::read(&cert).expect("cert"),
-        std::fs::read(&key).expect("key"),
-    ]
-    .concat();
-    std::fs::write(&both, pem).expect("write chat.pem");
-    both.display().to_string()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
-/// A running haproxy; killed when dropped.
-struct Haproxy {
-    child: Child,
-}
-
-impl Haproxy {
-    /// Starts haproxy with `config` and waits until it accepts on every port in `ports`.
-    fn start(dir: &Path, config: &str, ports: &[u16]) -> Haproxy {
-        let file = dir.join("haproxy.cfg");
-        std::fs::write(&file, config).expect("write haproxy.cfg");
-        let checked = haproxy()
-            .arg("-c")
-            .arg("-f")
-            .arg(&file)
-            .output()
-            .expect("run haproxy -c");
-        assert!(checked.status.success(), "haproxy -c: {checked:?}");
-        let child = haproxy()
-            .arg("-db")
-            .arg("-f")
-            .arg(&file)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start haproxy");
-        let haproxy = Haproxy { child };
-        for &port in ports {
-            wait_for(&format!("haproxy to listen on {port}"), || {
-                TcpStream::connect(("127.0.0.1", port)).ok()
-            });
-        }
-        haproxy
-    }
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The haproxy configuration of docs/DEPLOY.md (its `frontend` and `backend` sections,

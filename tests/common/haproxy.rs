@@ -1,6 +1,5 @@
 //! haproxy in front of the server, as docs/DEPLOY.md configures it: a certificate, a free
-//! port, and a running haproxy killed when dropped. (tests/proxy.rs has its own copy of
-//! these helpers, written first.)
+//! port, and a running haproxy killed when dropped (tests/proxy.rs, tests/browser.rs).
 
 use std::net::TcpStream;
 use std::path::Path;
