@@ -1,86 +1,29 @@
 //! HTTP/1.1, just enough to serve one page and one WebSocket upgrade on the chat port.
 //!
-//! This module owns the syntax: telling a browser's request line from a chat user's first
-//! line ([`sniff`]), reading one request head within hard bounds ([`read_head`], built on
-//! the pure [`parse_head`]), and spelling a response ([`Response`]). It must not decide what
-//! a path means (that is `web.rs`) or know about WebSocket frames (`websocket.rs`). A
-//! response says `Connection: close` unless it is a protocol switch or marked
-//! [`Response::keep_open`] (the page, see `limits::HTTP_KEEP_ALIVE`).
+//! One concept per file: `http/sniff.rs` tells a browser's request line from a chat user's
+//! first line ([`sniff()`]); this file reads one request head within hard bounds
+//! ([`read_head`], built on the pure [`parse_head`]); `http/response.rs` spells a response
+//! ([`Response`]). Their public items are re-exported here, so a caller names `http::X`
+//! whichever file holds it. The module must not decide what a path means (that is
+//! `web.rs`) or know about WebSocket frames (`websocket.rs`).
 //!
 //! The bounds are the point, as in `line_reader.rs`: a client that sends an endless head
 //! costs at most [`MAX_HEAD_BYTES`], and the bytes after the head (WebSocket frames a
 //! client may send right behind its request) are handed back, never lost.
+
+mod response;
+mod sniff;
 
 use std::fmt;
 use std::io::{self, ErrorKind, Read};
 
 use crate::limits::{MAX_HEAD_BYTES, MAX_HEADERS, MAX_REQUEST_LINE_BYTES};
 
-/// How many first bytes [`sniff`] needs at most to decide: `OPTIONS ` is the longest method
-/// with its space.
-pub const SNIFF_BYTES: usize = 8;
-
-/// The request methods [`sniff`] recognises (RFC 9110, section 9, and PATCH).
-const METHODS: &[&str] = &[
-    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
-];
-
-/// What a connection's first bytes say it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sniff {
-    /// They start with a method and a space: an HTTP request line.
-    Http,
-    /// They cannot start a request line: a chat user.
-    Chat,
-    /// Too few bytes to tell (none at all, or `GE`).
-    Undecided,
-}
-
-/// Classifies the first bytes a connection sent. A user name never contains a space, so a
-/// chat user's first line (the name) can never start like `GET `.
-pub fn sniff(first: &[u8]) -> Sniff {
-    let mut undecided = false;
-    for method in METHODS {
-        let start = format!("{method} ");
-        if first.starts_with(start.as_bytes()) {
-            return Sniff::Http;
-        }
-        undecided |= start.as_bytes().starts_with(first);
-    }
-    if undecided {
-        Sniff::Undecided
-    } else {
-        Sniff::Chat
-    }
-}
-
-/// Reads a new connection's first bytes until [`sniff`] decides, at most [`SNIFF_BYTES`].
-/// The caller bounds the wait on `source` (a read timeout or deadline of
-/// [`SNIFF_WAIT`](crate::limits::SNIFF_WAIT)): a
-/// read that times out means the client is waiting to be greeted, so it is a chat user. So
-/// is a client that closes at once. Returns the decision and the bytes read, which belong
-/// to whoever reads the connection next (see [`Prefixed`]).
-pub fn read_sniff(source: &mut impl Read) -> io::Result<(Sniff, Vec<u8>)> {
-    let mut first = Vec::with_capacity(SNIFF_BYTES);
-    let mut buf = [0u8; SNIFF_BYTES];
-    loop {
-        match sniff(&first) {
-            Sniff::Undecided => {}
-            decided => return Ok((decided, first)),
-        }
-        // Never more than the decision needs: the rest belongs to the next reader.
-        let want = SNIFF_BYTES - first.len();
-        match source.read(&mut buf[..want]) {
-            Ok(0) => return Ok((Sniff::Chat, first)),
-            Ok(n) => first.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
-                return Ok((Sniff::Chat, first));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
+pub use response::{
+    Response, Status, bad_request, error, forbidden, method_not_allowed, not_found, page,
+    upgrade_required,
+};
+pub use sniff::{SNIFF_BYTES, Sniff, read_sniff, sniff};
 
 /// A parsed request head. Header names are compared ignoring case; values are kept as sent,
 /// without surrounding spaces.
@@ -170,7 +113,7 @@ pub enum BadRequest {
     UnsupportedVersion,
     /// A header line that is not `name: value`, a folded line, or a control character.
     BadHeader,
-    /// One of [`SINGLE_VALUED`] given twice.
+    /// One of the single-valued headers (`SINGLE_VALUED`) given twice.
     RepeatedHeader,
 }
 
@@ -389,7 +332,7 @@ fn is_token(bytes: &[u8]) -> bool {
             .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-/// A reader that first yields bytes already taken from the stream (by [`sniff`] or as the
+/// A reader that first yields bytes already taken from the stream (by [`sniff()`] or as the
 /// leftover of [`read_head`]) and then reads the stream itself, so nothing a client sent
 /// is lost when one reader hands the connection to the next.
 pub struct Prefixed<R> {
@@ -430,270 +373,9 @@ impl<R: Read> Read for Prefixed<R> {
     }
 }
 
-/// Every status this server answers with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    SwitchingProtocols,
-    Ok,
-    BadRequest,
-    Forbidden,
-    NotFound,
-    MethodNotAllowed,
-    UriTooLong,
-    UpgradeRequired,
-    HeadersTooLarge,
-    VersionNotSupported,
-}
-
-impl Status {
-    pub fn code(self) -> u16 {
-        match self {
-            Status::SwitchingProtocols => 101,
-            Status::Ok => 200,
-            Status::BadRequest => 400,
-            Status::Forbidden => 403,
-            Status::NotFound => 404,
-            Status::MethodNotAllowed => 405,
-            Status::UriTooLong => 414,
-            Status::UpgradeRequired => 426,
-            Status::HeadersTooLarge => 431,
-            Status::VersionNotSupported => 505,
-        }
-    }
-
-    /// The reason phrase of RFC 9110 (RFC 6585 for 431).
-    pub fn reason(self) -> &'static str {
-        match self {
-            Status::SwitchingProtocols => "Switching Protocols",
-            Status::Ok => "OK",
-            Status::BadRequest => "Bad Request",
-            Status::Forbidden => "Forbidden",
-            Status::NotFound => "Not Found",
-            Status::MethodNotAllowed => "Method Not Allowed",
-            Status::UriTooLong => "URI Too Long",
-            Status::UpgradeRequired => "Upgrade Required",
-            Status::HeadersTooLarge => "Request Header Fields Too Large",
-            Status::VersionNotSupported => "HTTP Version Not Supported",
-        }
-    }
-}
-
-/// One response: status, headers, body. [`Response::to_bytes`] adds `Content-Length` and
-/// `Connection: close` to everything but a protocol switch or a response kept open.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Response {
-    pub status: Status,
-    headers: Vec<(&'static str, String)>,
-    body: Vec<u8>,
-    keep_open: bool,
-}
-
-impl Response {
-    /// A response with no headers and no body.
-    pub fn new(status: Status) -> Self {
-        Response {
-            status,
-            headers: Vec::new(),
-            body: Vec::new(),
-            keep_open: false,
-        }
-    }
-
-    /// Leaves the connection open for another request (HTTP/1.1's default), instead of
-    /// saying `Connection: close`.
-    pub fn keep_open(mut self) -> Self {
-        self.keep_open = true;
-        self
-    }
-
-    /// Whether the connection stays open after this response.
-    pub fn is_kept_open(&self) -> bool {
-        self.keep_open
-    }
-
-    /// Adds a header. Values come from this server, never from a request, so they hold no
-    /// line breaks.
-    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
-        self.headers.push((name, value.into()));
-        self
-    }
-
-    pub fn with_body(mut self, content_type: &'static str, body: impl Into<Vec<u8>>) -> Self {
-        self.body = body.into();
-        self.with_header("Content-Type", content_type)
-    }
-
-    /// The value of header `name` (ignoring case), for tests and logs.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn body(&self) -> &[u8] {
-        &self.body
-    }
-
-    /// The response as it goes on the wire.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut head = format!(
-            "HTTP/1.1 {} {}\r\n",
-            self.status.code(),
-            self.status.reason()
-        );
-        for (name, value) in &self.headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
-        if self.status != Status::SwitchingProtocols {
-            head.push_str(&format!("Content-Length: {}\r\n", self.body.len()));
-            if !self.keep_open {
-                head.push_str("Connection: close\r\n");
-            }
-        }
-        head.push_str("\r\n");
-        let mut bytes = head.into_bytes();
-        bytes.extend_from_slice(&self.body);
-        bytes
-    }
-}
-
-/// The headers every response from this server carries: no content sniffing (a
-/// `text/plain` error never runs as a script), no framing by other sites, no referrer.
-fn hardened(response: Response) -> Response {
-    response
-        .with_header("X-Content-Type-Options", "nosniff")
-        .with_header("X-Frame-Options", "DENY")
-        .with_header("Referrer-Policy", "no-referrer")
-}
-
-/// 200 with an HTML page, under the given Content-Security-Policy (see `web.rs`).
-pub fn page(html: &str, content_security_policy: &str) -> Response {
-    hardened(Response::new(Status::Ok))
-        .with_header("Content-Security-Policy", content_security_policy)
-        .with_header("Cache-Control", "no-cache")
-        .with_body("text/html; charset=utf-8", html.as_bytes())
-}
-
-/// An error response with a one-line plain-text body, e.g. `404 Not Found`.
-pub fn error(status: Status) -> Response {
-    let body = format!("{} {}\n", status.code(), status.reason());
-    hardened(Response::new(status)).with_body("text/plain; charset=utf-8", body)
-}
-
-/// 400: the request is malformed.
-pub fn bad_request() -> Response {
-    error(Status::BadRequest)
-}
-
-/// 403: the request is understood and refused (a WebSocket from another site's page).
-pub fn forbidden() -> Response {
-    error(Status::Forbidden)
-}
-
-/// 404: no such path.
-pub fn not_found() -> Response {
-    error(Status::NotFound)
-}
-
-/// 405: only GET is served; `Allow` says so (RFC 9110, section 15.5.6).
-pub fn method_not_allowed() -> Response {
-    error(Status::MethodNotAllowed).with_header("Allow", "GET")
-}
-
-/// 426: `/ws` without a WebSocket upgrade. `Upgrade` names the protocol to switch to and
-/// `Sec-WebSocket-Version` the one version spoken (RFC 9110 section 15.5.22, RFC 6455
-/// section 4.4).
-pub fn upgrade_required() -> Response {
-    error(Status::UpgradeRequired)
-        .with_header("Upgrade", "websocket")
-        .with_header("Sec-WebSocket-Version", "13")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sniff_table() {
-        let rows: Vec<(&[u8], Sniff)> = vec![
-            (b"", Sniff::Undecided),
-            (b"G", Sniff::Undecided),
-            (b"GE", Sniff::Undecided),
-            (b"GET", Sniff::Undecided),
-            (b"GET ", Sniff::Http),
-            (b"GET / HTTP/1.1\r\n", Sniff::Http),
-            (b"OPTIONS", Sniff::Undecided),
-            (b"OPTIONS * HTTP/1.1", Sniff::Http),
-            (b"POST /", Sniff::Http),
-            (b"P", Sniff::Undecided),
-            (b"PA", Sniff::Undecided), // PATCH
-            (b"PATCH ", Sniff::Http),
-            (b"GET\n", Sniff::Chat),   // a user typing GET as a name
-            (b"GETTER ", Sniff::Chat), // not a method
-            (b"get / HTTP/1.1", Sniff::Chat),
-            (b"alice\n", Sniff::Chat),
-            (b"Gandalf\n", Sniff::Chat),
-            (b"\n", Sniff::Chat),
-            (b" GET ", Sniff::Chat),
-            (b"\x16\x03\x01", Sniff::Chat), // a TLS ClientHello: not HTTP either
-        ];
-        for (first, expected) in rows {
-            assert_eq!(
-                sniff(first),
-                expected,
-                "{:?}",
-                String::from_utf8_lossy(first)
-            );
-        }
-        assert!(METHODS.iter().all(|m| m.len() < SNIFF_BYTES));
-    }
-
-    #[test]
-    fn read_sniff_table() {
-        /// Hands out its pieces one per read, then times out (a client gone quiet).
-        struct Pieces(Vec<&'static [u8]>);
-        impl Read for Pieces {
-            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-                if self.0.is_empty() {
-                    return Err(ErrorKind::TimedOut.into());
-                }
-                let piece = self.0.remove(0);
-                let n = piece.len().min(buf.len());
-                buf[..n].copy_from_slice(&piece[..n]);
-                if n < piece.len() {
-                    self.0.insert(0, &piece[n..]);
-                }
-                Ok(n)
-            }
-        }
-        // (what the client sends, one entry per read, the decision, the bytes taken: never
-        // more than SNIFF_BYTES, and no read after the decision)
-        type Reads = Vec<&'static [u8]>;
-        let rows: Vec<(Reads, Sniff, &[u8])> = vec![
-            (vec![], Sniff::Chat, b""),
-            (vec![b"GET / HTTP/1.1\r\n\r\n"], Sniff::Http, b"GET / HT"),
-            (vec![b"G", b"E", b"T", b" /"], Sniff::Http, b"GET /"),
-            (vec![b"OPTIONS * HTTP/1.1\r\n"], Sniff::Http, b"OPTIONS "),
-            (vec![b"alice\npw\n"], Sniff::Chat, b"alice\npw"),
-            (vec![b"a", b"lice\n"], Sniff::Chat, b"a"),
-            (vec![b"GE"], Sniff::Chat, b"GE"),
-            (vec![b"GET\n"], Sniff::Chat, b"GET\n"),
-            (vec![b"", b"GET "], Sniff::Chat, b""), // closed at once
-        ];
-        for (pieces, decision, taken) in rows {
-            let label = format!("{pieces:?}");
-            let (got, bytes) = read_sniff(&mut Pieces(pieces)).expect("in-memory read");
-            assert_eq!((got, bytes.as_slice()), (decision, taken), "{label}");
-        }
-        struct Broken;
-        impl Read for Broken {
-            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
-                Err(ErrorKind::ConnectionReset.into())
-            }
-        }
-        assert!(read_sniff(&mut Broken).is_err());
-    }
 
     /// Reads `input` through a source that returns at most `step` bytes per read.
     fn read_in_steps(input: &[u8], step: usize) -> Result<(Request, Vec<u8>), HeadError> {
@@ -1016,84 +698,5 @@ mod tests {
         for (bad, code) in rows {
             assert_eq!(bad.status().code(), code, "{bad:?}");
         }
-    }
-
-    fn text(response: &Response) -> String {
-        String::from_utf8(response.to_bytes()).expect("responses are UTF-8")
-    }
-
-    #[test]
-    fn response_table() {
-        let rows: Vec<(Response, &str, &[&str])> = vec![
-            (
-                not_found(),
-                "HTTP/1.1 404 Not Found\r\n",
-                &[
-                    "Content-Type: text/plain; charset=utf-8",
-                    "Content-Length: 14",
-                ],
-            ),
-            (bad_request(), "HTTP/1.1 400 Bad Request\r\n", &[]),
-            (forbidden(), "HTTP/1.1 403 Forbidden\r\n", &[]),
-            (
-                method_not_allowed(),
-                "HTTP/1.1 405 Method Not Allowed\r\n",
-                &["Allow: GET"],
-            ),
-            (
-                upgrade_required(),
-                "HTTP/1.1 426 Upgrade Required\r\n",
-                &["Upgrade: websocket", "Sec-WebSocket-Version: 13"],
-            ),
-            (
-                error(Status::HeadersTooLarge),
-                "HTTP/1.1 431 Request Header Fields Too Large\r\n",
-                &[],
-            ),
-            (
-                page("<p>hi</p>", "default-src 'none'"),
-                "HTTP/1.1 200 OK\r\n",
-                &[
-                    "Content-Type: text/html; charset=utf-8",
-                    "Content-Length: 9",
-                    "Content-Security-Policy: default-src 'none'",
-                ],
-            ),
-        ];
-        for (response, status_line, headers) in rows {
-            let wire = text(&response);
-            assert!(wire.starts_with(status_line), "{wire}");
-            let (head, body) = wire.split_once("\r\n\r\n").expect("a blank line");
-            let lines: Vec<&str> = head.split("\r\n").collect();
-            for want in headers
-                .iter()
-                .chain(&["Connection: close", "X-Content-Type-Options: nosniff"])
-            {
-                assert!(lines.contains(want), "{want:?} missing in {wire}");
-            }
-            assert_eq!(body.as_bytes(), response.body());
-            assert_eq!(
-                response.header("content-length"),
-                None,
-                "added on the wire only"
-            );
-            let length = format!("Content-Length: {}", body.len());
-            assert!(lines.contains(&length.as_str()), "{wire}");
-        }
-    }
-
-    #[test]
-    fn a_protocol_switch_has_no_length_and_stays_open() {
-        let wire = text(&Response::new(Status::SwitchingProtocols).with_header("Upgrade", "x"));
-        assert_eq!(
-            wire,
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n"
-        );
-    }
-
-    #[test]
-    fn error_bodies_name_the_status() {
-        assert_eq!(not_found().body(), b"404 Not Found\n");
-        assert_eq!(forbidden().body(), b"403 Forbidden\n");
     }
 }

@@ -14,9 +14,10 @@
 //! `limits` names every number, `config` reads the command line, `log`, `stats` and `clock`
 //! serve the operator, `crypto` holds SHA-256, HMAC and PBKDF2. The other ways in: `udp`
 //! lets `nc -u` users into the same chat; on the chat port, `connection` tells a browser
-//! from a netcat user, and `http` (one request head), `websocket` (RFC 6455 frames as
-//! lines), `ws_transport` (lines out as frames) and `web` (the page and its routes), with
-//! `sha1` and `base64` for the handshake, serve the web page.
+//! from a netcat user (`http`'s sniff), and `http` (one request head; its responses),
+//! `websocket` (the handshake; the frame format; client frames as lines), `ws_transport`
+//! (lines out as frames) and `web` (the page and its routes), with `sha1` and `base64` for
+//! the handshake, serve the web page.
 //! docs/ARCHITECTURE.md draws the whole picture.
 
 #![forbid(unsafe_code)]
