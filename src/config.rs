@@ -114,7 +114,7 @@ Options:
   --rate N                 lines per second per client after the burst, 0 = off (default 5)
   --burst N                lines a client may send at once (default 20)
   --sendq BYTES            outbound queue per client; a client that falls this far
-                           behind is disconnected (default 65536)
+                           behind is disconnected (default 262144)
   --log-level LEVEL        error, warn, info or debug (default info)
   --log-messages           also log message text (off by default, for privacy)
   --udp                    also listen on UDP, same port number (nc -u HOST PORT)
@@ -293,6 +293,41 @@ mod tests {
             .iter()
             .map(|text| AddressRange::parse(text).expect(text))
             .collect()
+    }
+
+    /// The usage text names the defaults the server really uses.
+    #[test]
+    fn usage_text_states_the_real_defaults() {
+        let rows: Vec<(&str, String)> = vec![
+            (
+                "--kdf-iterations",
+                limits::DEFAULT_KDF_ITERATIONS.to_string(),
+            ),
+            ("--max-clients", limits::DEFAULT_MAX_CLIENTS.to_string()),
+            ("--max-per-ip", limits::DEFAULT_MAX_PER_IP.to_string()),
+            (
+                "--sign-in-timeout",
+                limits::DEFAULT_SIGN_IN_TIMEOUT.as_secs().to_string(),
+            ),
+            ("--rate", limits::DEFAULT_RATE_PER_SEC.to_string()),
+            ("--burst", limits::DEFAULT_RATE_BURST.to_string()),
+            ("--sendq", limits::DEFAULT_SENDQ_BYTES.to_string()),
+            ("--udp-idle", limits::DEFAULT_UDP_IDLE.as_secs().to_string()),
+            (
+                "--udp-code-window",
+                limits::DEFAULT_UDP_CODE_WINDOW.as_secs().to_string(),
+            ),
+        ];
+        for (flag, default) in rows {
+            let start = USAGE.find(&format!("  {flag} ")).expect(flag);
+            let entry = &USAGE[start..];
+            let end = entry[3..].find("\n  -").map_or(entry.len(), |e| e + 3);
+            assert!(
+                entry[..end].contains(&format!("(default {default}")),
+                "{flag}: {:?}",
+                &entry[..end]
+            );
+        }
     }
 
     #[test]

@@ -613,7 +613,7 @@ fn lines_of(stream: impl Read + Send + 'static) -> std::sync::mpsc::Receiver<Str
     rx
 }
 
-/// The TLS front door documented in docs/SECURITY.md, run for real: socat terminates TLS
+/// The TLS front door documented in docs/TLS.md, run for real: socat terminates TLS
 /// with a self-signed certificate and forwards to the chat port; `openssl s_client` signs
 /// in through it and talks to a plain-TCP user.
 #[test]
