@@ -44,6 +44,18 @@ pub const SENDER_PATIENCE: Duration = Duration::from_millis(1);
 /// once is likely to again soon; starting a thread costs more than waking one.
 pub const WRITER_LINGER: Duration = Duration::from_secs(10);
 
+/// A client whose kernel has taken nothing for this long, while its writer thread writes,
+/// has stopped reading: senders no longer wait for it (see `outbox::Pushed::Crowded`), and
+/// its queue fills until it is cut. A stalled client thus holds a sender once, this long.
+pub const WRITER_STUCK_AFTER: Duration = Duration::from_millis(50);
+
+/// A telnet subnegotiation longer than this is no telnet: real ones (a terminal type, a
+/// window size) take a few dozen bytes, and a client may send one only for an option the
+/// server agreed to, which this server never does. Past this many bytes the decoder stops
+/// swallowing (`telnet.rs`), so a stray `IAC SB` costs a client this much of its input, not
+/// the rest of its connection.
+pub const MAX_SUBNEGOTIATION_BYTES: usize = 256;
+
 /// The longest a sender waits after a delivery for the writers of queues over half full
 /// (see `outbox::Pushed::Crowded`). Without the wait, ten senders writing as fast as TCP
 /// allows to a hundred clients overflowed 85 of their queues within 50 ms (throughput

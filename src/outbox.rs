@@ -34,7 +34,7 @@ use std::io::ErrorKind;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::limits::WRITER_LINGER;
+use crate::limits::{WRITER_LINGER, WRITER_STUCK_AFTER};
 use crate::stats;
 use crate::transport::Transport;
 
@@ -86,11 +86,6 @@ pub enum Pushed {
     /// before it sends more, or fast senders overflow the queue of a client that reads.
     Crowded,
 }
-
-/// A client whose kernel has taken nothing for this long, while its writer thread writes,
-/// has stopped reading: senders no longer wait for it (see [`Pushed::Crowded`]), and its
-/// queue fills until it is cut.
-pub const WRITER_STUCK_AFTER: Duration = Duration::from_millis(50);
 
 /// Who has the right to write to the transport. Exactly one party at a time, so lines are
 /// never interleaved and never reordered.

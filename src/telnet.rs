@@ -16,6 +16,7 @@
 //! x`, and `WONT` and `DONT`, which only confirm what is already so, get nothing, so two
 //! parties can never answer each other in a loop.
 
+use crate::limits::MAX_SUBNEGOTIATION_BYTES;
 use std::borrow::Cow;
 use std::io::{self, Read};
 
@@ -36,13 +37,6 @@ const SB: u8 = 0xFA;
 /// IP (0xF4, Ctrl-C) among them.
 const SE: u8 = 0xF0;
 const GA: u8 = 0xF9;
-
-/// A subnegotiation longer than this is no telnet: real ones (a terminal type, a window
-/// size) take a few dozen bytes, and a client may send one only for an option the server
-/// agreed to, which this server never does. Past this many bytes the decoder stops
-/// swallowing, so a stray `IAC SB` among a client's bytes costs it this much of its input,
-/// not the rest of its connection.
-const MAX_SUBNEGOTIATION_BYTES: usize = 256;
 
 /// Where the decoder is in the byte stream. A command cut by the end of one read goes on
 /// in the next.

@@ -56,7 +56,7 @@ fn chromium_signs_in_and_chats_with_a_netcat_user() {
 #[test]
 fn chromium_uses_https_and_wss_through_haproxy_in_tcp_mode() {
     let test = "chromium_uses_https_and_wss_through_haproxy_in_tcp_mode";
-    if !chromium_here(test) || !haproxy_here(test) {
+    if !chromium_here(test) || !haproxy::here_or_skip(test) {
         return;
     }
     through_haproxy(
@@ -87,7 +87,7 @@ backend chat
 #[test]
 fn chromium_uses_https_and_wss_through_haproxy_in_http_mode() {
     let test = "chromium_uses_https_and_wss_through_haproxy_in_http_mode";
-    if !chromium_here(test) || !haproxy_here(test) {
+    if !chromium_here(test) || !haproxy::here_or_skip(test) {
         return;
     }
     through_haproxy(
@@ -231,18 +231,6 @@ fn chromium_here(test: &str) -> bool {
             test,
             REQUIRE_VAR,
             "chromium is not installed (Debian package `chromium`)",
-        );
-    }
-    here
-}
-
-fn haproxy_here(test: &str) -> bool {
-    let here = haproxy::installed();
-    if !here {
-        skip_or_fail(
-            test,
-            "PTCHAT_REQUIRE_HAPROXY",
-            "haproxy and openssl are needed (.ci/run installs them)",
         );
     }
     here

@@ -18,7 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::haproxy::{self, Haproxy, free_port, make_certificate};
-use common::{Client, DEADLINE, Server, TempDir, skip_or_fail, wait_for};
+use common::{Client, DEADLINE, Server, TempDir, wait_for};
 
 const GREETING_START: &str = "* Welcome to ptchat.";
 const TOO_MANY: &str = "! Too many connections from your address; try again later.";
@@ -389,20 +389,6 @@ fn without_trusted_proxies_a_header_that_came_with_the_connection_is_refused() {
 
 // ---- haproxy, as docs/DEPLOY.md configures it ----
 
-/// True if haproxy and openssl are here; otherwise the test is skipped (or fails under CI,
-/// whose `.ci/run` installs them).
-fn have_haproxy(test: &str) -> bool {
-    let here = haproxy::installed();
-    if !here {
-        skip_or_fail(
-            test,
-            "PTCHAT_REQUIRE_HAPROXY",
-            "haproxy and openssl are needed (.ci/run installs them)",
-        );
-    }
-    here
-}
-
 /// The haproxy configuration of docs/DEPLOY.md (its `frontend` and `backend` sections,
 /// with a test's ports and certificate): TLS on `tls_port`, the chat server behind it on
 /// `chat_port`, connecting from 127.0.0.9, the one address the chat server trusts.
@@ -531,7 +517,7 @@ impl Drop for TlsClient {
 /// address; `--max-per-loopback 1` (these are loopback addresses; `--max-per-ip` is the
 /// same limit for others) refuses a second user from that address, not one from another.
 fn tls_chat_through_haproxy(test: &str, send_proxy: &str) {
-    if !have_haproxy(test) {
+    if !haproxy::here_or_skip(test) {
         return;
     }
     let server = Server::start_with(&[
@@ -597,7 +583,7 @@ fn haproxy_send_proxy_v2_with_tlvs_terminating_tls_passes_the_clients_address() 
 #[test]
 fn haproxy_health_checks_v1_and_v2_are_served_quietly() {
     let test = "haproxy_health_checks_v1_and_v2_are_served_quietly";
-    if !have_haproxy(test) {
+    if !haproxy::here_or_skip(test) {
         return;
     }
     let server = Server::start_with(&["--trusted-proxy", "127.0.0.9", "--log-level", "debug"]);

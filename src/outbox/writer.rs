@@ -17,7 +17,7 @@ use crate::threads::CLIENT_THREADS;
 use crate::transport::Transport;
 
 /// The writer thread writes at most this much per call, so that a client that reads, even
-/// slowly, shows progress (at least 80 KB/s within [`WRITER_STUCK_AFTER`](super::WRITER_STUCK_AFTER)).
+/// slowly, shows progress (at least 80 KB/s within [`WRITER_STUCK_AFTER`](crate::limits::WRITER_STUCK_AFTER)).
 const WRITE_CHUNK: usize = 4 * 1024;
 
 impl Outbox {

@@ -24,6 +24,20 @@ fn haproxy() -> Command {
     }
 }
 
+/// True if haproxy and openssl are here; otherwise `test` is skipped, or fails under CI,
+/// whose `.ci/run` installs them.
+pub fn here_or_skip(test: &str) -> bool {
+    let here = installed();
+    if !here {
+        super::skip_or_fail(
+            test,
+            "PTCHAT_REQUIRE_HAPROXY",
+            "haproxy and openssl are needed (.ci/run installs them)",
+        );
+    }
+    here
+}
+
 /// True if haproxy and openssl (for the certificate) are installed.
 pub fn installed() -> bool {
     let haproxy_here = haproxy()
